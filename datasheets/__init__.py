@@ -1,0 +1,1 @@
+"""Datasheets (Gebru et al.) and Hugging Face dataset cards, filled from what the pipeline measured."""

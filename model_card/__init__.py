@@ -1,0 +1,1 @@
+"""Model card and openness audit. Importable without torch: auditors install only this."""

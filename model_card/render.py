@@ -1,0 +1,44 @@
+"""Openness card outputs: JSON (machine), Markdown (goes into the model card), SVG badge."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from .evidence import Evidence
+from . import nextcloud
+
+TEMPLATES = Path(__file__).parent / "templates"
+BADGE_FILL = {"green": "#2e7d32", "yellow": "#f9a825", "orange": "#ef6c00", "red": "#c62828"}
+
+
+def env() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
+                       trim_blocks=True, lstrip_blocks=True)
+
+
+def audit(ev: Evidence) -> dict:
+    """The JSON contract: one key per framework + the evidence. (OSAID, MOF, OSAI index: later work.)"""
+    return {"nextcloud": nextcloud.rate(ev), "evidence": ev.to_dict()}
+
+
+def to_json(card: dict) -> str:
+    return json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def to_markdown(card: dict) -> str:
+    return env().get_template("openness.md.j2").render(card=card)
+
+
+def badge_svg(card: dict) -> str:
+    color = card["nextcloud"]["color"]
+    label, value = "Nextcloud Ethical AI", f"{color} ({card['nextcloud']['conditions_met']}/3)"
+    lw, vw = 7 * len(label) + 10, 7 * len(value) + 10
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{lw + vw}" height="20" role="img" aria-label="{label}: {value}">'
+        f'<title>{label}: {value}</title>'
+        f'<rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{vw}" height="20" fill="{BADGE_FILL[color]}"/>'
+        f'<g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">'
+        f'<text x="5" y="14">{label}</text><text x="{lw + 5}" y="14">{value}</text></g></svg>\n'
+    )

@@ -1,0 +1,187 @@
+"""release: build the exact trees that go to the Hub, with checksums and an openness card.
+
+  release/model/     base model (safetensors, config, tokenizer), model card, eval results, training log
+  release/instruct/  the SFT+DPO model, same layout
+  release/dataset/   the training corpus as Parquet by language/source, dataset card, datasheets
+  release/code/      source archive of the commit that built all this (git archive) + code.json
+  release/openness/  openness.json / .md / badge.svg computed from the evidence in this tree
+  release/MANIFEST.json  sha256 of every file + lineage (git commit, dvc.lock digest, stage outputs)
+
+The openness card is computed from what the tree actually contains (model_card.evidence),
+not from params: a missing or mis-licensed component shows up as such.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import yaml
+
+from . import io
+from .runtime import StageContext, stage
+
+OUT = "release"
+MODELS = {"model": "artifacts/models/base", "instruct": "artifacts/models/instruct"}
+CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card" / "templates" / "model_card.md.j2"
+
+
+def eval_results(evals: dict, model_key: str, harness: str):
+    from huggingface_hub import EvalResult
+
+    out = []
+    for task, scores in evals["models"][model_key]["tasks"].items():
+        for metric, value in sorted(scores.items()):
+            out.append(EvalResult(task_type="text-generation", task_name=task, dataset_type=f"lucie-repro/{task}",
+                                  dataset_name=task, metric_type=metric, metric_value=value, source_name=harness))
+    return out
+
+
+def model_card(p, key: str, evals: dict, metrics: dict, openness_md: str, base_name: str) -> str:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    r = p.release
+    name = r.model_name if key == "model" else f"{r.model_name}-instruct"
+    data = ModelCardData(
+        language=r.languages, license=r.license, library_name="transformers", pipeline_tag="text-generation",
+        datasets=[f"{r.organization}/{r.model_name}-data"], model_name=name,
+        base_model=None if key == "model" else f"{r.organization}/{base_name}",
+        eval_results=eval_results(evals, "base" if key == "model" else "instruct",
+                                  f"{evals['harness']['name']} {evals['harness']['version']}"),
+        tags=["lucie-repro", "openness-audit"],
+    )
+    card = ModelCard.from_template(
+        data, template_path=str(CARD_TEMPLATE), model_id=f"{r.organization}/{name}", recipe=p.recipe,
+        kind="base" if key == "model" else "instruct (SFT + DPO)", model=p.model.model_dump(),
+        pretrain=metrics["pretrain"], align=metrics.get("align"), evals=evals["models"]["base" if key == "model" else "instruct"],
+        code_url=r.code_url, openness=openness_md,
+    )
+    return str(card)
+
+
+def git_archive(root: Path, out: Path) -> dict:
+    def git(*args):
+        res = subprocess.run(["git", *args], cwd=root, capture_output=True)
+        if res.returncode:
+            raise SystemExit(f"release: `git {' '.join(args)}` failed ({res.stderr.decode().strip()}); "
+                             f"the code reference needs a git checkout with a commit")
+        return res.stdout
+
+    commit = git("rev-parse", "HEAD").decode().strip()
+    name = f"lucie-repro-{commit[:12]}.tar.gz"
+    (out / name).write_bytes(git("archive", "--format=tar.gz", f"--prefix=lucie-repro-{commit[:12]}/", commit))
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    return {"commit": commit, "archive": name, "sha256": io.sha256_file(out / name), "dirty_worktree": dirty}
+
+
+def write_dataset(ctx: StageContext, out: Path) -> dict:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from datasheets.datasheet import render, source_facts
+
+    rows = list(io.read_docs(ctx.path("data/dedup")))
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in rows:
+        groups[(r["lang"], r["source"])].append(r)
+    for (lang, source), members in sorted(groups.items()):
+        d = out / "data" / lang / source
+        d.mkdir(parents=True)
+        io.write_docs(d, members, ctx.params.ingest.rows_per_shard)
+    ingest = io.read_json(ctx.path("metrics/ingest.json"))
+    filt = io.read_json(ctx.path("metrics/filter.json"))
+    removed = Counter(json.loads(l)["source"] for l in open(ctx.path("data/dedup/removed.jsonl")) if l.strip())
+    (out / "datasheets").mkdir()
+    by_source = defaultdict(list)
+    for r in rows:
+        by_source[r["source"]].append(r)
+    for src in ctx.params.data.sources:
+        facts = source_facts(src.name, by_source.get(src.name, []), ingest, filt, removed, src.model_dump())
+        (out / "datasheets" / f"{src.name}.md").write_text(render(facts), encoding="utf-8")
+    licenses = sorted({r["license"] for r in rows})
+    langs = sorted({lang for lang, _ in groups} - {"code"})
+    r = ctx.params.release
+    data = DatasetCardData(
+        language=langs, license=licenses[0].lower() if len(licenses) == 1 else "other",
+        task_categories=["text-generation"], pretty_name=f"{r.model_name} training data",
+        configs=[{"config_name": "default", "data_files": "data/*/*/*.parquet"}]
+        + [{"config_name": lang, "data_files": f"data/{lang}/*/*.parquet"} for lang in sorted({l for l, _ in groups})],
+    )
+    summary = (f"{len(rows)} documents after filtering and deduplication, from {len(by_source)} sources. "
+               f"Licenses: {', '.join(licenses)}. Datasheets per source are in `datasheets/`.")
+    card = DatasetCard.from_template(data, pretty_name=data.pretty_name, dataset_summary=summary)
+    (out / "README.md").write_text(str(card), encoding="utf-8")
+    return {"docs": len(rows), "licenses": licenses}
+
+
+def lineage(root: Path, commit: str) -> dict:
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return {"git_commit": commit, "dvc_lock_sha256": None, "stages": {}}
+    stages = yaml.safe_load(lock.read_text()).get("stages", {})
+    outs = {name: {o["path"]: o.get("md5") for o in s.get("outs", [])} for name, s in sorted(stages.items())}
+    return {"git_commit": commit, "dvc_lock_sha256": io.sha256_file(lock), "stages": outs}
+
+
+def manifest(tree: Path, lin: dict) -> dict:
+    files = {str(f.relative_to(tree)): io.sha256_file(f) for f in sorted(tree.rglob("*"))
+             if f.is_file() and f.name != "MANIFEST.json" and f.relative_to(tree).parts[0] != "openness"}
+    return {"files": files, "lineage": lin}
+
+
+def run(ctx: StageContext) -> None:
+    from model_card import render as orender
+    from model_card.evidence import collect_release
+
+    p = ctx.params
+    evals = io.read_json(ctx.path("metrics/eval.json"))
+    metrics = {"pretrain": io.read_json(ctx.path("metrics/pretrain.json")), "align": io.read_json(ctx.path("metrics/align.json"))}
+    with io.atomic_dir(ctx.path(OUT)) as tmp:
+        for key, src in MODELS.items():
+            d = tmp / key
+            shutil.copytree(ctx.path(src), d)
+            io.write_json(d / "eval_results.json", evals["models"]["base" if key == "model" else "instruct"])
+            shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
+            (d / "training_logs").mkdir()
+            shutil.copy(ctx.path("plots/pretrain_loss.csv"), d / "training_logs" / "pretrain_loss.csv")
+        ds = write_dataset(ctx, tmp / "dataset")
+        (tmp / "code").mkdir()
+        code = {"repository": p.release.code_url, "license": "Apache-2.0", **git_archive(ctx.root, tmp / "code")}
+        io.write_json(tmp / "code" / "code.json", code)
+        lin = lineage(ctx.root, code["commit"])
+
+        # Two passes: the rating cannot depend on the card's own bytes, so rate, write the cards, re-check.
+        def rate():
+            io.write_json(tmp / "MANIFEST.json", manifest(tmp, lin))
+            return orender.audit(collect_release(tmp))
+
+        for key in MODELS:
+            (tmp / key / "README.md").write_text(model_card(p, key, evals, metrics, "", p.release.model_name))
+        first = rate()
+        md = orender.to_markdown(first)
+        for key in MODELS:
+            (tmp / key / "README.md").write_text(model_card(p, key, evals, metrics, md, p.release.model_name))
+        card = rate()
+        assert card["nextcloud"] == first["nextcloud"], "openness rating changed when the cards were written"
+        (tmp / "openness").mkdir()
+        (tmp / "openness" / "openness.json").write_text(orender.to_json(card))
+        (tmp / "openness" / "openness.md").write_text(md)
+        (tmp / "openness" / "badge.svg").write_text(orender.badge_svg(card))
+    n_files = len(io.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
+    nc = card["nextcloud"]
+    ctx.write_metrics("metrics/release.json", {"files": n_files, "dataset_docs": ds["docs"],
+                                               "nextcloud_color": nc["color"], "nextcloud_conditions_met": nc["conditions_met"],
+                                               "verified_components": sum(c["verified"] for c in card["evidence"]["components"])})
+    ctx.tracker.artifact(ctx.path(OUT) / "openness", "openness")
+    ctx.summary(f"{n_files} files, dataset {ds['docs']} docs, code {code['commit'][:12]}, "
+                f"Nextcloud {nc['color']} ({nc['conditions_met']}/3) -> {OUT}")
+
+
+def main() -> None:
+    with stage("release", sections=("release",)) as ctx:
+        run(ctx)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""What every stage does around its own work: validate params, open the MLflow run,
+show progress, write metrics, account for every record, print a one-line summary.
+
+A stage module looks like:
+
+    def run(p: Params, root: Path, ctx: StageContext) -> None: ...   # the work
+    def main(): with stage("filter", sections=("filter",)) as ctx: run(ctx.params, ctx.root, ctx)
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import io, tracking
+from .params import Params, ParamsError, load
+
+T = TypeVar("T")
+console = Console(stderr=True, soft_wrap=True)
+
+
+@dataclass
+class Ledger:
+    """Counts of one data stage. Invariant: read == kept + sum(dropped) + sum(rejected)."""
+
+    read: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)  # rule -> count (data we chose to remove)
+    rejected: Counter = field(default_factory=Counter)  # reason -> count (malformed input)
+
+    def drop(self, rule: str) -> None:
+        self.dropped[rule] += 1
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] += 1
+
+    def check(self) -> None:
+        total = self.kept + sum(self.dropped.values()) + sum(self.rejected.values())
+        if total != self.read:
+            raise AssertionError(f"record accounting broken: read {self.read} != kept+dropped+rejected {total}")
+
+    def as_dict(self) -> dict:
+        self.check()
+        return {
+            "read": self.read,
+            "kept": self.kept,
+            "dropped": dict(sorted(self.dropped.items())),
+            "dropped_total": sum(self.dropped.values()),
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": sum(self.rejected.values()),
+        }
+
+    def summary(self) -> str:
+        parts = [f"read {self.read}", f"kept {self.kept}"]
+        if self.dropped:
+            parts.append(f"dropped {sum(self.dropped.values())} (" + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) + ")")
+        if self.rejected:
+            parts.append(f"rejected {sum(self.rejected.values())} (" + ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())) + ")")
+        return ", ".join(parts)
+
+
+class StageContext:
+    def __init__(self, name: str, root: Path, params: Params, tracker: tracking.Tracker):
+        self.name, self.root, self.params, self.tracker = name, root, params, tracker
+        self._summary = ""
+
+    def path(self, rel: str | Path) -> Path:
+        return self.root / rel
+
+    def write_metrics(self, rel: str, metrics: dict) -> None:
+        """metrics/<stage>.json (DVC metric) + the same numbers in MLflow + the file as artifact."""
+        io.write_json(self.path(rel), metrics)
+        self.tracker.metrics(metrics)
+        self.tracker.artifact(self.path(rel))
+
+    def dataset(self, rel: str, context: str) -> None:
+        d = self.path(rel)
+        manifest = d / io.MANIFEST
+        if manifest.exists():
+            self.tracker.dataset(d, io.sha256_file(manifest), context)
+
+    def summary(self, text: str) -> None:
+        self._summary = text
+
+    def progress(self, items: Iterable[T], total: int | None, what: str) -> Iterator[T]:
+        yield from progress(items, total, f"[{self.name}] {what}")
+
+
+def progress(items: Iterable[T], total: int | None, label: str) -> Iterator[T]:
+    """A rich progress bar on a terminal; on a pipe (DVC, CI) nothing but the final summary."""
+    if not console.is_terminal:
+        yield from items
+        return
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*cols, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def params_path(root: Path) -> Path:
+    return root / os.environ.get("LUCIE_PARAMS", "params.yaml")
+
+
+@contextlib.contextmanager
+def stage(name: str, sections: tuple[str, ...]) -> Iterator[StageContext]:
+    t0 = time.perf_counter()
+    root = io.root()
+    try:
+        params = load(params_path(root))
+    except ParamsError as err:
+        console.print(f"[bold red]{name}: {err}[/]")
+        sys.exit(2)
+    tp = params.tracking
+    with tracking.stage_run(name, root, tp.uri, tp.experiment, tp.enabled, {"recipe": params.recipe}) as tracker:
+        tracker.params({s: params.model_dump(mode="json")[s] for s in sections})
+        ctx = StageContext(name, root, params, tracker)
+        yield ctx
+        dt = time.perf_counter() - t0
+        tracker.metrics({"stage_seconds": dt})
+    console.print(f"[bold]\\[{name}][/] {ctx._summary} [dim]({dt:.1f} s)[/]")

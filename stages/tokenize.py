@@ -1,0 +1,126 @@
+"""tokenize: the mixed stream -> packed token shards a training loop can memory-map.
+
+Each document is encoded without BOS and closed with EOS (Megatron's --append-eod, as in
+Lucie), documents are concatenated in stream order and cut into samples of `seq_len`
+tokens. Samples therefore cross document boundaries; the index says exactly which
+documents (and which token ranges of them) each sample holds, so "what did step N
+see?" has an answer (Pythia and OLMo users ask for it). The tail shorter than one sample
+is dropped and counted.
+
+Layout per split (train, valid):
+  tokens.bin      flat uint16 (vocab < 65,536) or uint32 array, samples x seq_len
+  index.parquet   sample, doc_id, doc_token_start, sample_token_start, length
+  manifest.json   dtype, seq_len, samples, tokens, tokenizer sha256, sha256 per file
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import io
+from .runtime import StageContext, stage
+
+IN, TOK, OUT = "data/mixed", "artifacts/tokenizer", "data/tokens"
+INDEX_SCHEMA = pa.schema([
+    ("sample", pa.int64()), ("doc_id", pa.string()), ("doc_token_start", pa.int64()),
+    ("sample_token_start", pa.int32()), ("length", pa.int32()),
+])
+
+
+def dtype_for(vocab_size: int):
+    return np.uint16 if vocab_size <= 65_536 else np.uint32
+
+
+def pack(docs, tok, seq_len: int, append_eos: bool, out: Path, progress=lambda it, n: it) -> dict:
+    """Encode, concatenate and cut; write tokens.bin + index.parquet into `out`; return counts."""
+    dtype = dtype_for(tok.get_vocab_size())
+    eos = tok.token_to_id("</s>")
+    buf: list[int] = []
+    index: dict[str, list] = {k: [] for k in INDEX_SCHEMA.names}
+    pending: list[tuple[str, int, int]] = []  # (doc_id, doc_token_start, length) inside buf
+    n_samples = n_docs = n_tokens = 0
+    with open(out / "tokens.bin", "wb") as f:
+        def emit():
+            nonlocal buf, pending, n_samples
+            while len(buf) >= seq_len:
+                np.asarray(buf[:seq_len], dtype=dtype).tofile(f)
+                pos, rest = 0, []
+                for doc_id, start, length in pending:
+                    take = min(length, seq_len - pos) if pos < seq_len else 0
+                    if take > 0:
+                        for k, v in zip(INDEX_SCHEMA.names, (n_samples, doc_id, start, pos, take)):
+                            index[k].append(v)
+                    if take < length:
+                        rest.append((doc_id, start + take, length - take))
+                    pos += take
+                buf, pending, n_samples = buf[seq_len:], rest, n_samples + 1
+
+        batch: list[dict] = []
+
+        def encode(batch):
+            nonlocal n_docs, n_tokens
+            for d, enc in zip(batch, tok.encode_batch([d["text"] for d in batch], add_special_tokens=False)):
+                ids = enc.ids + ([eos] if append_eos else [])
+                pending.append((d["id"], 0, len(ids)))
+                buf.extend(ids)
+                n_docs, n_tokens = n_docs + 1, n_tokens + len(ids)
+                emit()
+
+        for d in progress(docs, None):
+            batch.append(d)
+            if len(batch) == 256:
+                encode(batch)
+                batch = []
+        encode(batch)
+    pq.write_table(pa.table(index, schema=INDEX_SCHEMA), out / "index.parquet", compression="zstd",
+                   store_schema=False, write_statistics=False)
+    return {"docs": n_docs, "tokens": n_tokens, "samples": n_samples, "tail_tokens_dropped": len(buf),
+            "dtype": np.dtype(dtype).name, "seq_len": seq_len}
+
+
+def load_tokens(split_dir: str | Path) -> np.ndarray:
+    """Memory-map a split as a (samples, seq_len) array."""
+    split_dir = Path(split_dir)
+    m = io.read_json(split_dir / io.MANIFEST)
+    if m["samples"] == 0:  # numpy cannot map an empty file
+        return np.zeros((0, m["seq_len"]), dtype=m["dtype"])
+    arr = np.memmap(split_dir / "tokens.bin", dtype=m["dtype"], mode="r")
+    return arr.reshape(m["samples"], m["seq_len"])
+
+
+def run(ctx: StageContext) -> None:
+    from tokenizers import Tokenizer
+
+    p = ctx.params.tokenize
+    tok_file = ctx.path(TOK) / "tokenizer.json"
+    tok = Tokenizer.from_file(str(tok_file))
+    tok.no_padding()
+    tok.no_truncation()
+    results = {}
+    with io.atomic_dir(ctx.path(OUT)) as tmp:
+        for split in ("train", "valid"):
+            (tmp / split).mkdir()
+            src = ctx.path(IN) / split
+            counts = pack(io.read_docs(src), tok, p.seq_len, p.append_eos, tmp / split,
+                          lambda it, n: ctx.progress(it, io.count_docs(src), f"tokenizing {split}"))
+            files = [{"path": f, "sha256": io.sha256_file(tmp / split / f)} for f in ("tokens.bin", "index.parquet")]
+            io.write_json(tmp / split / io.MANIFEST, {**counts, "files": files,
+                                                        "tokenizer_sha256": io.sha256_file(tok_file)})
+            results[split] = counts
+    ctx.write_metrics("metrics/tokenize.json", results)
+    ctx.dataset(OUT + "/train", "output")
+    t = results["train"]
+    ctx.summary(f"train {t['docs']} docs -> {t['tokens']} tokens -> {t['samples']} samples of {p.seq_len}; "
+                f"valid {results['valid']['samples']} samples -> {OUT}")
+
+
+def main() -> None:
+    with stage("tokenize", sections=("tokenize",)) as ctx:
+        run(ctx)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""tokenizer: train Lucie's kind of tokenizer (or load a given tokenizer.json), measure fertility.
+
+Lucie's tokenizer (see ../shared/lucie/tokenizer.json) is an HF `tokenizers` BPE with byte
+fallback: ids 0-3 are <s> </s> <unk> <pad>, ids 4-259 the 256 byte tokens <0x00>..<0xFF>,
+ids 260-299 reserved slots (the instruct tokenizer uses 265-267 as the chat header/eot
+markers), then the learned merges. Digits are split one by one and punctuation is
+isolated, so numbers and code tokenise predictably. We reproduce that layout; the byte
+tokens live in the vocabulary (not as "added tokens") so that decoding with
+skip_special_tokens keeps them, as in Lucie's file.
+
+Fertility (tokens per whitespace word) per language goes to metrics/tokenizer.json; it is
+the number Lucie's authors report (fr 1.74, en 1.70, de 2.02, es 1.72, it 1.88 on Wikipedia).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from . import io
+from .runtime import StageContext, stage
+
+IN, OUT = "data/mixed/train", "artifacts/tokenizer"
+SPECIAL = ["<s>", "</s>", "<unk>", "<pad>"]
+BYTES = [f"<0x{i:02X}>" for i in range(256)]
+CHAT = {265: "<|start_header_id|>", 266: "<|end_header_id|>", 267: "<|eot_id|>"}
+RESERVED = [CHAT.get(260 + i, f"<unused{i}>") for i in range(40)]  # ids 260..299
+
+
+def build_trainer_tokenizer():
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex("[\r\x00]"), "")])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Punctuation(behavior="isolated"),
+    ])
+    tok.decoder = decoders.Sequence([
+        decoders.ByteFallback(), decoders.Metaspace(replacement="▁", prepend_scheme="first"), decoders.Fuse(),
+    ])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 0)])
+    return tok
+
+
+def train(texts: list[str], vocab_size: int, min_frequency: int):
+    from tokenizers import Tokenizer, trainers
+
+    tok = build_trainer_tokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, limit_alphabet=1000,
+        special_tokens=SPECIAL + BYTES + RESERVED, show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    # Surgery as in Lucie's file: only the 4 specials and the chat markers stay "added tokens".
+    spec = json.loads(tok.to_str())
+    keep = set(SPECIAL) | set(CHAT.values())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] in keep]
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def save_hf(tok, out: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        add_bos_token=True, add_eos_token=False, clean_up_tokenization_spaces=False,
+    )
+    fast.save_pretrained(str(out))
+
+
+def fertility(tok, docs: list[dict]) -> dict:
+    tokens, words = defaultdict(int), defaultdict(int)
+    for d in docs:
+        tokens[d["lang"]] += len(tok.encode(d["text"], add_special_tokens=False).ids)
+        words[d["lang"]] += len(d["text"].split())
+    return {lang: round(tokens[lang] / words[lang], 4) for lang in sorted(words) if words[lang]}
+
+
+def run(ctx: StageContext) -> None:
+    from tokenizers import Tokenizer
+
+    p = ctx.params.tokenizer
+    seen, docs = set(), []
+    for d in io.read_docs(ctx.path(IN)):  # the upsampled stream repeats documents: train on each once
+        if d["id"] not in seen:
+            seen.add(d["id"])
+            docs.append(d)
+    docs.sort(key=lambda d: d["id"])
+    with io.atomic_dir(ctx.path(OUT)) as tmp:
+        if p.from_file:
+            src = ctx.path(p.from_file)
+            tok = Tokenizer.from_file(str(src))
+            beside = [src.parent / f for f in ("tokenizer_config.json", "special_tokens_map.json")]
+            if beside[0].exists():  # a full HF tokenizer directory: keep its own config
+                for f in [src, *beside]:
+                    if f.exists():
+                        shutil.copy(f, tmp / f.name)
+            else:
+                save_hf(tok, tmp)
+            origin = f"loaded from {p.from_file}"
+        else:
+            texts = [d["text"] for d in (docs[: p.max_train_docs] if p.max_train_docs else docs)]
+            tok = train(texts, p.vocab_size, p.min_frequency)
+            save_hf(tok, tmp)
+            origin = f"trained on {len(texts)} documents"
+    fert = fertility(tok, docs)
+    metrics = {"vocab_size": tok.get_vocab_size(), "fertility": fert, "train_docs": len(docs), "origin": origin}
+    ctx.write_metrics("metrics/tokenizer.json", metrics)
+    ctx.tracker.artifact(ctx.path(OUT) / "tokenizer.json", "tokenizer")
+    ctx.summary(f"{origin}, vocab {tok.get_vocab_size()}, fertility " + " ".join(f"{k} {v}" for k, v in fert.items()) + f" -> {OUT}")
+
+
+def main() -> None:
+    with stage("tokenizer", sections=("tokenizer",)) as ctx:
+        run(ctx)
+
+
+if __name__ == "__main__":
+    main()
