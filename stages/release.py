@@ -35,7 +35,8 @@ def eval_results(evals: dict, model_key: str, harness: str):
     for task, scores in evals["models"][model_key]["tasks"].items():
         for metric, value in sorted(scores.items()):
             out.append(EvalResult(task_type="text-generation", task_name=task, dataset_type=f"lucie-repro/{task}",
-                                  dataset_name=task, metric_type=metric, metric_value=value, source_name=harness))
+                                  dataset_name=task, metric_type=metric, metric_value=value, source_name=harness,
+                                  source_url="https://github.com/EleutherAI/lm-evaluation-harness"))
     return out
 
 

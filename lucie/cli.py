@@ -1,0 +1,61 @@
+"""`lucie` — thin CLI. Each command delegates to a module that does the work."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@app.command()
+def run(stages: Optional[list[str]] = typer.Argument(None, help="Only these stages (default: all, in DAG order)."),
+        root: Path = typer.Option(Path("."), help="Repository root.")):
+    """Run the pipeline through the Prefect flow (one task per DVC stage, with retries)."""
+    import os
+
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from flows.pipeline import pipeline
+
+    results = pipeline(root=str(root), stages=stages or None)
+    for r in results:
+        typer.echo(f"{r['stage']:<10} {'ran' if r['ran'] else 'up to date'}")
+
+
+@app.command()
+def recipe(name: str = typer.Argument(..., help="A file recipes/<name>.yaml, e.g. tiny or lucie-7b."),
+           root: Path = typer.Option(Path("."), help="Repository root.")):
+    """Make recipes/<name>.yaml the active params.yaml (validated first)."""
+    from stages.params import ParamsError, load
+
+    src = root / "recipes" / f"{name}.yaml"
+    if not src.exists():
+        names = sorted(p.stem for p in (root / "recipes").glob("*.yaml"))
+        raise typer.BadParameter(f"no recipe {name!r}; available: {', '.join(names)}")
+    try:
+        load(src)
+    except ParamsError as err:
+        raise typer.BadParameter(str(err))
+    shutil.copy(src, root / "params.yaml")
+    typer.echo(f"params.yaml <- {src}")
+
+
+@app.command()
+def audit(path: Path = typer.Argument(..., help="A release directory written by the release stage."),
+          format: str = typer.Option("md", help="json or md.")):
+    """Compute the openness card of a release from its evidence (no torch needed)."""
+    from model_card import render
+    from model_card.evidence import collect_release
+
+    if not (path / "MANIFEST.json").exists():
+        raise typer.BadParameter(f"{path} is not a release directory (no MANIFEST.json)")
+    card = render.audit(collect_release(path))
+    typer.echo(render.to_json(card) if format == "json" else render.to_markdown(card))
+
+
+if __name__ == "__main__":
+    app()
