@@ -1,0 +1,181 @@
+"""End to end: the whole DAG with real DVC in a temp git repo, then reruns and the Prefect flow.
+
+One module-scoped `dvc repro` (about two minutes on 2 cores) feeds every test here; the
+tests that change params run last, in file order.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repo_copy import env, make_copy, run
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["ingest", "filter", "dedup", "mix", "tokenizer", "tokenize", "pretrain", "align", "evaluate", "release", "publish"]
+DATA_STAGES = ["ingest", "filter", "dedup", "mix", "tokenizer", "tokenize"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    root = make_copy(tmp / "repo")
+    e = env(tmp)
+    proc = run(["dvc", "repro"], root, e)
+    return {"root": root, "env": e, "first": proc, "tmp": tmp}
+
+
+def ran(proc) -> list[str]:
+    return re.findall(r"Running stage '([a-z]+)'", proc.stdout)
+
+
+def lock_outs(root: Path) -> dict:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {name: {o["path"]: o["md5"] for o in s.get("outs", [])} for name, s in lock.items()}
+
+
+def metrics(root: Path, name: str) -> dict:
+    return json.loads((root / "metrics" / f"{name}.json").read_text())
+
+
+def test_every_stage_ran_in_dag_order(repo):
+    assert ran(repo["first"]) == STAGES
+    assert set(lock_outs(repo["root"])) == set(STAGES)
+
+
+def test_every_record_accounted_for(repo):
+    root = repo["root"]
+    for name in ("ingest", "filter", "dedup"):
+        m = metrics(root, name)
+        assert m["read"] == m["kept"] + m["dropped_total"] + m["rejected_total"], name
+    assert metrics(root, "filter")["read"] == metrics(root, "ingest")["kept"]
+    assert metrics(root, "dedup")["read"] == metrics(root, "filter")["kept"]
+    mix = metrics(root, "mix")
+    assert mix["train_docs"] + mix["valid_docs"] == metrics(root, "dedup")["kept"]
+
+
+def test_planted_noise_is_caught_where_the_manifest_says(repo):
+    root = repo["root"]
+    planted = json.loads((root / "data/sample/noise_manifest.json").read_text())["planted"]
+    dropped = {r["id"]: r["rule"] for r in map(json.loads, (root / "data/filtered/dropped.jsonl").read_text().splitlines())}
+    removed = {r["id"]: r for r in map(json.loads, (root / "data/dedup/removed.jsonl").read_text().splitlines())}
+    rejected = [json.loads(l) for l in (root / "data/raw/rejected.jsonl").read_text().splitlines()]
+    for p in planted:
+        if p["expected_stage"] == "filter":
+            assert dropped.get(p["id"]) == p["expected_rule"], p
+        elif p["expected_stage"] == "dedup":
+            kind = {"exact": "exact", "near_duplicate": "near"}[p["expected_rule"]]
+            assert removed[p["id"]]["kind"] == kind and removed[p["id"]]["cluster"] == p["original_id"], p
+        else:
+            assert any(r["reason"] == p["expected_rule"] and r["line"] == p["line"] for r in rejected), p
+    planted_ids = {p["id"] for p in planted}
+    assert not (set(dropped) | set(removed)) - planted_ids, "a clean sample document was removed"
+
+
+def test_training_learns_and_release_loads(repo):
+    root = repo["root"]
+    pre = metrics(root, "pretrain")
+    assert pre["final_loss"] < pre["first_loss"] - 1.0
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for sub in ("model", "instruct"):
+        tok = AutoTokenizer.from_pretrained(root / "release" / sub)
+        model = AutoModelForCausalLM.from_pretrained(root / "release" / sub)
+        ids = tok("Bonjour, je suis", return_tensors="pt").input_ids
+        assert ids[0, 0].item() == 0  # BOS as in Lucie's tokenizer
+        out = model.generate(ids, max_new_tokens=5, do_sample=False)
+        assert out.shape[1] > ids.shape[1]
+    card = (root / "release/model/README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["license"] == "apache-2.0" and "fr" in meta["language"]
+    assert meta["model-index"][0]["results"], "eval results missing from the model card metadata"
+    assert sorted(p.name for p in (root / "release/dataset/datasheets").iterdir()) == [
+        f"sample-{s}.md" for s in ("code", "de", "en", "es", "fr", "it")]
+    openness = json.loads((root / "release/openness/openness.json").read_text())
+    assert openness["nextcloud"]["color"] == "green"
+    assert all(c["verified"] for c in openness["evidence"]["components"])
+
+
+def test_published_tree_is_read_back(repo):
+    pub = metrics(repo["root"], "publish")
+    assert pub["target"] == "local"
+    for r in pub["repos"].values():
+        assert r["files"] > 0 and r["mismatched"] == []
+    assert (repo["root"] / "published/models/lucie-repro/lucie-repro-tiny/model.safetensors").exists()
+
+
+def test_every_stage_is_an_mlflow_run_of_one_pipeline(repo):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo['root']}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("lucie-repro")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    by_stage = {r.data.tags["dvc_stage"]: r for r in runs}
+    assert set(by_stage) == set(STAGES)
+    assert len({r.data.tags["pipeline_run"] for r in runs}) == 1
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert by_stage["filter"].data.params["filter.language.min_score"] == "0.65"
+    assert by_stage["pretrain"].data.metrics["final_loss"] < by_stage["pretrain"].data.metrics["first_loss"]
+    assert by_stage["ingest"].data.tags["git_commit"] != "unknown"
+
+
+def test_noop_repro_changes_nothing(repo):
+    proc = run(["dvc", "repro"], repo["root"], repo["env"])
+    assert ran(proc) == []
+    assert "up to date" in proc.stdout
+
+
+def test_data_stages_are_byte_identical_from_scratch(repo):
+    root, before = repo["root"], lock_outs(repo["root"])
+    files_before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / "data/tokens").rglob("*") if p.is_file()}
+    for out in ("data/raw", "data/filtered", "data/dedup", "data/mixed", "artifacts/tokenizer", "data/tokens"):
+        shutil.rmtree(root / out)
+    proc = run(["dvc", "repro", "--no-run-cache", "-f", "tokenize"], root, repo["env"])
+    assert ran(proc) == DATA_STAGES
+    after = lock_outs(root)
+    for stage in DATA_STAGES:
+        assert after[stage] == before[stage], stage
+    assert files_before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / "data/tokens").rglob("*") if p.is_file()}
+
+
+def _set_param(root: Path, dotted: str, value) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    *parents, last = dotted.split(".")
+    d = params
+    for p in parents:
+        d = d[p]
+    d[last] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_eval_param_reruns_only_evaluate_and_downstream(repo):
+    root = repo["root"]
+    _set_param(root, "evaluate.num_fewshot", 1)
+    proc = run(["dvc", "repro"], root, repo["env"])
+    assert ran(proc)[0] == "evaluate"
+    assert set(ran(proc)) <= {"evaluate", "release", "publish"}
+    assert json.loads((root / "metrics/eval.json").read_text())["settings"]["num_fewshot"] == 1
+
+
+def test_prefect_flow_runs_stale_stages_as_children_of_one_pipeline_run(repo):
+    from mlflow import MlflowClient
+
+    root = repo["root"]
+    _set_param(root, "evaluate.num_fewshot", 0)
+    proc = run(["lucie", "run"], root, repo["env"])
+    lines = dict(l.split(None, 1) for l in proc.stdout.splitlines() if l.strip())
+    assert list(lines) == STAGES
+    assert lines["evaluate"] == "ran" and lines["ingest"] == "up to date"
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("lucie-repro")
+    parents = client.search_runs([exp.experiment_id], "tags.orchestrator = 'prefect'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    pid = parents[0].info.run_id
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{pid}'")
+    assert {c.data.tags["dvc_stage"] for c in children} >= {"evaluate", "release", "publish"}
