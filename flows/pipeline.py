@@ -38,8 +38,14 @@ def run_stage(stage: str, root: str, env: dict) -> dict:
             logger.info(line)
     if proc.returncode:
         raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    skipped = "didn't change, skipping" in proc.stdout or "is cached" in proc.stdout
-    return {"stage": stage, "ran": not skipped}
+    # DVC says which of three things happened: nothing changed, outputs restored from its run-cache, or a run.
+    if "is cached" in proc.stdout:
+        status = "restored from run-cache"
+    elif "didn't change, skipping" in proc.stdout:
+        status = "up to date"
+    else:
+        status = "ran"
+    return {"stage": stage, "status": status}
 
 
 def _parent_run(root: Path):

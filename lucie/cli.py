@@ -23,7 +23,7 @@ def run(stages: Optional[list[str]] = typer.Argument(None, help="Only these stag
 
     results = pipeline(root=str(root), stages=stages or None)
     for r in results:
-        typer.echo(f"{r['stage']:<10} {'ran' if r['ran'] else 'up to date'}")
+        typer.echo(f"{r['stage']:<10} {r['status']}")
 
 
 @app.command()

@@ -82,33 +82,38 @@ def run(ctx: StageContext) -> None:
     p = ctx.params.dedup
     docs = list(ctx.progress(io.read_docs(ctx.path(IN)), io.count_docs(ctx.path(IN)), "reading"))
     ledger = Ledger(read=len(docs))
-    removed: list[dict] = []
-    keep = [True] * len(docs)
-    cluster = [d["id"] for d in docs]
+    rep = list(range(len(docs)))  # index of the document that stands for each one
+    kind: dict[int, str] = {}
 
     if p.exact:
         first: dict[str, int] = {}
         for i, d in enumerate(docs):
             k = exact_key(d["text"])
             if k in first:
-                keep[i], cluster[i] = False, docs[first[k]]["id"]
-                ledger.drop("exact")
-                removed.append({"id": d["id"], "source": d["source"], "kind": "exact", "cluster": cluster[i]})
+                rep[i], kind[i] = first[k], "exact"
             else:
                 first[k] = i
 
     n_clusters = 0
     if p.minhash.enabled:
-        survivors = [i for i in range(len(docs)) if keep[i]]
+        survivors = [i for i in range(len(docs)) if rep[i] == i]
         with tempfile.TemporaryDirectory() as tmp:  # datatrove's signer wants a folder; nothing is written
             roots = near_duplicate_clusters([docs[i] for i in survivors], p.minhash, tmp)
         n_clusters = len({r for j, r in roots.items() if r != j})
         for j, r in roots.items():
             if r != j:
-                i, rep = survivors[j], survivors[r]
-                keep[i], cluster[i] = False, docs[rep]["id"]
-                ledger.drop("near_duplicate")
-                removed.append({"id": docs[i]["id"], "source": docs[i]["source"], "kind": "near", "cluster": cluster[i]})
+                rep[survivors[j]], kind[survivors[j]] = survivors[r], "near"
+
+    def final(i: int) -> int:  # an exact copy of a near duplicate belongs to the near cluster's representative
+        while rep[i] != i:
+            i = rep[i]
+        return i
+
+    keep = [rep[i] == i for i in range(len(docs))]
+    removed = []
+    for i in sorted(kind):
+        ledger.drop("exact" if kind[i] == "exact" else "near_duplicate")
+        removed.append({"id": docs[i]["id"], "source": docs[i]["source"], "kind": kind[i], "cluster": docs[final(i)]["id"]})
 
     ledger.kept = sum(keep)
 

@@ -43,6 +43,8 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """Yield (line number, record or None, reject reason or None) for every non-blank line."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM (files saved on Windows)
+                raw = raw[3:]
             if not raw.strip():
                 continue
             try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -136,7 +136,7 @@ class Mix(Strict):
     # Lucie's dataset_weights.yaml semantics: '<lang>--<category>' -> epochs (fractional allowed).
     weights: dict[str, float] = {}
     default_epochs: float = Field(default=1.0, ge=0)
-    lang_weights: dict[str, float] = {}  # multiplies the epochs of every key of that language
+    lang_weights: dict[str, float] = {}  # multiplies the epochs of every key of that language ("other": the rest)
     valid_fraction: float = Field(default=0.1, ge=0, lt=1)
     chronological: bool = True  # older years first inside a source group, as Lucie's fork did
 
@@ -147,6 +147,9 @@ class Mix(Strict):
                 raise ValueError(f"mix.weights key {k!r} must look like '<lang>--<category>'")
             if v < 0:
                 raise ValueError(f"mix.weights.{k} must be >= 0")
+        for k, v in self.lang_weights.items():
+            if v < 0:
+                raise ValueError(f"mix.lang_weights.{k} must be >= 0")
         return self
 
 
@@ -178,13 +181,22 @@ class Model(Strict):
     initializer_range: float = 0.009
     vocab_size: int | None = None  # None: take the tokenizer's
 
-    @model_validator(mode="after")
-    def _heads(self):
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
-        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
-            raise ValueError("hidden_size must be a multiple of num_attention_heads (or set head_dim)")
-        return self
+    # Cross-field checks are field validators so that errors point at the offending key.
+    @field_validator("num_key_value_heads")
+    @classmethod
+    def _kv_divides(cls, v: int, info: ValidationInfo) -> int:
+        heads = info.data.get("num_attention_heads")
+        if heads and heads % v:
+            raise ValueError(f"must divide num_attention_heads ({heads})")
+        return v
+
+    @field_validator("head_dim")
+    @classmethod
+    def _head_dim(cls, v: int | None, info: ValidationInfo) -> int | None:
+        hidden, heads = info.data.get("hidden_size"), info.data.get("num_attention_heads")
+        if v is None and hidden and heads and hidden % heads:
+            raise ValueError(f"must be set when hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads})")
+        return v
 
 
 class Pretrain(Strict):
@@ -203,13 +215,19 @@ class Pretrain(Strict):
     log_every: int = Field(default=1, gt=0)
     threads: int = Field(default=2, gt=0)
 
-    @model_validator(mode="after")
-    def _lr(self):
-        if self.min_lr > self.lr:
-            raise ValueError("min_lr must be <= lr")
-        if self.warmup_steps >= self.steps:
-            raise ValueError("warmup_steps must be < steps")
-        return self
+    @field_validator("min_lr")
+    @classmethod
+    def _min_lr(cls, v: float, info: ValidationInfo) -> float:
+        if "lr" in info.data and v > info.data["lr"]:
+            raise ValueError(f"must be <= lr ({info.data['lr']})")
+        return v
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _warmup(cls, v: int, info: ValidationInfo) -> int:
+        if "steps" in info.data and v >= info.data["steps"]:
+            raise ValueError(f"must be < steps ({info.data['steps']})")
+        return v
 
 
 class SFT(Strict):

@@ -1,0 +1,55 @@
+"""Shared test setup: an offline, hermetic environment and a StageContext factory."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_env(tmp_path_factory):
+    """No network, no telemetry, no writes to the user's HF cache or to the project's MLflow db."""
+    base = tmp_path_factory.mktemp("env")
+    flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "DO_NOT_TRACK", "DVC_NO_ANALYTICS")
+    saved = {k: os.environ.get(k) for k in (*flags, "HF_HOME", "MLFLOW_TRACKING_URI")}
+    for k in flags:
+        os.environ[k] = "1"
+    os.environ["HF_HOME"] = str(base / "hf_home")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{base}/mlflow.db"
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def make_ctx(tmp_path):
+    """Factory: make_ctx(name="stage", overrides={"filter.language.enabled": False}, root=None).
+
+    Starts from the project's params.yaml, applies the overrides (dotted keys; a value
+    replaces what was there), validates with stages.params.parse and returns a
+    StageContext rooted at `root` (default: this test's tmp_path) with an inactive Tracker.
+    """
+    from stages import params as params_mod
+    from stages import runtime, tracking
+
+    with open(Path(__file__).resolve().parent.parent / "params.yaml", encoding="utf-8") as f:
+        base = yaml.safe_load(f)
+
+    def factory(name: str = "stage", overrides: dict | None = None, root: Path | None = None):
+        raw = copy.deepcopy(base)
+        for key, value in (overrides or {}).items():
+            *parents, last = key.split(".")
+            node = raw
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[last] = copy.deepcopy(value)
+        params = params_mod.parse(raw)
+        return runtime.StageContext(name, Path(root or tmp_path), params, tracking.Tracker())
+
+    return factory

@@ -1,0 +1,50 @@
+"""Evidence collection and the Nextcloud rating, on small release trees built here."""
+from __future__ import annotations
+
+import json
+
+from model_card import nextcloud, render
+from model_card.evidence import collect_release
+from stages.io import sha256_file
+
+
+def release_tree(tmp_path, data_license="cc0-1.0", weights=True, code_license="Apache-2.0"):
+    r = tmp_path / "release"
+    (r / "model").mkdir(parents=True)
+    (r / "dataset/data/en/s").mkdir(parents=True)
+    (r / "code").mkdir()
+    if weights:
+        (r / "model/model.safetensors").write_bytes(b"weights")
+    (r / "model/README.md").write_text("---\nlicense: apache-2.0\n---\n# card\n")
+    (r / "dataset/README.md").write_text(f"---\nlicense: {data_license}\n---\n# data\n")
+    (r / "dataset/data/en/s/part-00000.parquet").write_bytes(b"rows")
+    (r / "code/src.tar.gz").write_bytes(b"code")
+    (r / "code/code.json").write_text(json.dumps({"archive": "src.tar.gz", "license": code_license, "commit": "abc"}))
+    files = {str(p.relative_to(r)): sha256_file(p) for p in sorted(r.rglob("*")) if p.is_file()}
+    (r / "MANIFEST.json").write_text(json.dumps({"files": files, "lineage": {"git_commit": "abc"}}))
+    return r
+
+
+def test_complete_open_release_is_green_and_verified(tmp_path):
+    card = render.audit(collect_release(release_tree(tmp_path)))
+    assert card["nextcloud"]["color"] == "green"
+    assert all(c["verified"] for c in card["nextcloud"]["conditions"].values())
+    assert "GREEN" in render.to_markdown(card) and "<svg" in render.badge_svg(card)
+
+
+def test_each_missing_condition_lowers_the_colour(tmp_path):
+    assert nextcloud.rate(collect_release(release_tree(tmp_path / "a", data_license="cc-by-nc-sa-4.0")))["color"] == "yellow"
+    assert nextcloud.rate(collect_release(release_tree(tmp_path / "b", weights=False)))["color"] == "yellow"
+    r = release_tree(tmp_path / "c", data_license="cc-by-nc-4.0", weights=False, code_license="LicenseRef-proprietary")
+    rating = nextcloud.rate(collect_release(r))
+    assert rating["color"] == "red" and rating["conditions_met"] == 0
+
+
+def test_a_tampered_file_is_released_but_not_verified(tmp_path):
+    r = release_tree(tmp_path)
+    (r / "model/model.safetensors").write_bytes(b"other weights")
+    item = collect_release(r).get("Model parameters (Final)")
+    assert item.released and not item.verified and "differs" in item.note
+    card = render.audit(collect_release(r))
+    assert card["nextcloud"]["conditions"]["model_self_hostable"] == {
+        "met": True, "why": "weights at model/model.safetensors", "verified": False}
