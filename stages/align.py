@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from . import io
-from .runtime import StageContext, stage
+from .runtime import StageContext, StageError, stage
 
 BASE, OUT = "artifacts/models/base", "artifacts/models/instruct"
 
@@ -37,7 +37,7 @@ CHAT_TEMPLATE = (
 ROLES = {"system", "user", "assistant"}
 
 
-class AlignDataError(ValueError):
+class AlignDataError(StageError):
     pass
 
 
@@ -161,10 +161,7 @@ def run(ctx: StageContext) -> None:
 
 def main() -> None:
     with stage("align", sections=("align",)) as ctx:
-        try:
-            run(ctx)
-        except AlignDataError as err:
-            raise SystemExit(f"align: {err}")
+        run(ctx)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import yaml
 
 from . import io
 from .params import EvalTask
-from .runtime import StageContext, stage
+from .runtime import StageContext, StageError, stage
 
 MODELS = {"base": "artifacts/models/base", "instruct": "artifacts/models/instruct"}
 VALID, OUT = "data/mixed/valid", "artifacts/eval"
@@ -92,7 +92,7 @@ def run(ctx: StageContext) -> None:
     torch.set_num_threads(ctx.params.pretrain.threads)
     for t in p.tasks:
         if not ctx.path(t.path).exists():
-            raise SystemExit(f"evaluate: task {t.name!r}: data file {t.path} not found")
+            raise StageError(f"task {t.name!r}: data file {t.path} not found")
     valid = [d for d in io.read_docs(ctx.path(VALID))][: p.ppl_max_docs]
     results: dict = {"harness": {"name": "lm-eval", "version": lm_eval_pkg.__version__},
                      "settings": {"num_fewshot": p.num_fewshot, "batch_size": p.batch_size, "seed": seed,

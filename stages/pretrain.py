@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io
-from .runtime import StageContext, stage
+from .runtime import StageContext, StageError, stage
 from .tokenize import load_tokens
 
 TOKENS, TOK = "data/tokens", "artifacts/tokenizer"
@@ -101,7 +101,7 @@ def run(ctx: StageContext) -> None:
     train = load_tokens(ctx.path(TOKENS) / "train")
     valid = load_tokens(ctx.path(TOKENS) / "valid")
     if len(train) == 0:
-        raise SystemExit("pretrain: no training samples (data/tokens/train is empty); lower tokenize.seq_len or add data")
+        raise StageError("no training samples (data/tokens/train is empty); lower tokenize.seq_len or add data")
     tok_manifest = io.read_json(ctx.path(TOKENS) / "train" / io.MANIFEST)
     from tokenizers import Tokenizer
     vocab = Tokenizer.from_file(str(ctx.path(TOK) / "tokenizer.json")).get_vocab_size()

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from . import io
-from .runtime import StageContext, stage
+from .runtime import StageContext, StageError, stage
 
 RELEASE = "release"
 
@@ -43,7 +43,7 @@ def publish_hub(release: Path, plan: dict, private: bool) -> dict[str, Path]:
     from huggingface_hub import HfApi, snapshot_download
 
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise SystemExit("publish: target 'hub' needs the Hugging Face Hub, but HF_HUB_OFFLINE=1 is set "
+        raise StageError("target 'hub' needs the Hugging Face Hub, but HF_HUB_OFFLINE=1 is set "
                          "(this machine is offline). Use publish.target: local, or run where the Hub is reachable.")
     api = HfApi()
     out = {}
@@ -80,7 +80,7 @@ def run(ctx: StageContext) -> None:
     ctx.write_metrics("metrics/publish.json", {"target": p.publish.target, "repos": {
         sub: {"repo_id": plan[sub][1], "type": plan[sub][0], **report[sub]} for sub in plan}})
     if bad:
-        raise SystemExit(f"publish: read-back sha256 mismatch: {bad}")
+        raise StageError(f"read-back sha256 mismatch: {bad}")
     ctx.summary(f"{sum(v['files'] for v in report.values())} files to {len(plan)} repos ({p.publish.target}), "
                 f"all read back with matching sha256")
 

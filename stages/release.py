@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from . import io
-from .runtime import StageContext, stage
+from .runtime import StageContext, StageError, stage
 
 OUT = "release"
 MODELS = {"model": "artifacts/models/base", "instruct": "artifacts/models/instruct"}
@@ -66,7 +66,7 @@ def git_archive(root: Path, out: Path) -> dict:
     def git(*args):
         res = subprocess.run(["git", *args], cwd=root, capture_output=True)
         if res.returncode:
-            raise SystemExit(f"release: `git {' '.join(args)}` failed ({res.stderr.decode().strip()}); "
+            raise StageError(f"`git {' '.join(args)}` failed ({res.stderr.decode().strip()}); "
                              f"the code reference needs a git checkout with a commit")
         return res.stdout
 

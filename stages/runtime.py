@@ -27,6 +27,10 @@ T = TypeVar("T")
 console = Console(stderr=True, soft_wrap=True)
 
 
+class StageError(Exception):
+    """A failure the user can act on (bad input, missing file, offline): printed as one line, exit 1."""
+
+
 @dataclass
 class Ledger:
     """Counts of one data stage. Invariant: read == kept + sum(dropped) + sum(rejected)."""
@@ -121,10 +125,14 @@ def stage(name: str, sections: tuple[str, ...]) -> Iterator[StageContext]:
         console.print(f"[bold red]{name}: {err}[/]")
         sys.exit(2)
     tp = params.tracking
-    with tracking.stage_run(name, root, tp.uri, tp.experiment, tp.enabled, {"recipe": params.recipe}) as tracker:
-        tracker.params({s: params.model_dump(mode="json")[s] for s in sections})
-        ctx = StageContext(name, root, params, tracker)
-        yield ctx
-        dt = time.perf_counter() - t0
-        tracker.metrics({"stage_seconds": dt})
+    try:
+        with tracking.stage_run(name, root, tp.uri, tp.experiment, tp.enabled, {"recipe": params.recipe}) as tracker:
+            tracker.params({s: params.model_dump(mode="json")[s] for s in sections})
+            ctx = StageContext(name, root, params, tracker)
+            yield ctx
+            dt = time.perf_counter() - t0
+            tracker.metrics({"stage_seconds": dt})
+    except StageError as err:  # the MLflow run is already marked FAILED; no traceback for a known cause
+        console.print(f"[bold red]{name}: {err}[/]")
+        sys.exit(1)
     console.print(f"[bold]\\[{name}][/] {ctx._summary} [dim]({dt:.1f} s)[/]")
