@@ -21,7 +21,9 @@ setup: $(STAMP) $(LID)
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check pip==25.3
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	# The lock is complete (pip freeze), so nothing is resolved here: exact versions, no surprises.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	$(BIN)/pip check
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

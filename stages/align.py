@@ -103,7 +103,7 @@ def first_last(history: list[dict], key: str) -> tuple[float | None, float | Non
 def run(ctx: StageContext) -> None:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig, PrinterCallback
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     p, seed = ctx.params.align, ctx.params.seed
@@ -121,6 +121,7 @@ def run(ctx: StageContext) -> None:
                            learning_rate=p.sft.lr, max_length=p.sft.max_length, assistant_only_loss=True,
                            **common_args(seed, f"{work}/sft")),
         )
+        sft.remove_callback(PrinterCallback)  # per-step dicts on stdout; the history goes to MLflow instead
         sft.train()
         sft_hist = sft.state.log_history
         dpo = DPOTrainer(
@@ -129,6 +130,7 @@ def run(ctx: StageContext) -> None:
                            learning_rate=p.dpo.lr, beta=p.dpo.beta, loss_type=[p.dpo.loss_type],
                            max_length=p.dpo.max_length, **common_args(seed, f"{work}/dpo")),
         )
+        dpo.remove_callback(PrinterCallback)
         dpo.train()
         dpo_hist = dpo.state.log_history
         final = dpo.model

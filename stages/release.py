@@ -31,10 +31,12 @@ CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card" / "templat
 def eval_results(evals: dict, model_key: str, harness: str):
     from huggingface_hub import EvalResult
 
+    kinds = {t["name"]: t["kind"] for t in evals["tasks"]}
     out = []
     for task, scores in evals["models"][model_key]["tasks"].items():
+        task_type = "multiple-choice" if kinds.get(task) == "multiple_choice" else "text-generation"
         for metric, value in sorted(scores.items()):
-            out.append(EvalResult(task_type="text-generation", task_name=task, dataset_type=f"lucie-repro/{task}",
+            out.append(EvalResult(task_type=task_type, task_name=task, dataset_type=f"lucie-repro/{task}",
                                   dataset_name=task, metric_type=metric, metric_value=value, source_name=harness,
                                   source_url="https://github.com/EleutherAI/lm-evaluation-harness"))
     return out

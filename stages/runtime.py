@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,9 +116,20 @@ def params_path(root: Path) -> Path:
     return root / os.environ.get("LUCIE_PARAMS", "params.yaml")
 
 
+def quiet_libraries() -> None:
+    """The libraries' own bars and advisories drown the stage summary under DVC; keep errors only."""
+    for k, v in {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+                 "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                 "TOKENIZERS_PARALLELISM": "false"}.items():
+        os.environ.setdefault(k, v)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|trl|torch|lm_eval|datasets)")
+
+
 @contextlib.contextmanager
 def stage(name: str, sections: tuple[str, ...]) -> Iterator[StageContext]:
     t0 = time.perf_counter()
+    quiet_libraries()
     root = io.root()
     try:
         params = load(params_path(root))

@@ -3,8 +3,9 @@
 Lucie's tokenizer (see ../shared/lucie/tokenizer.json) is an HF `tokenizers` BPE with byte
 fallback: ids 0-3 are <s> </s> <unk> <pad>, ids 4-259 the 256 byte tokens <0x00>..<0xFF>,
 ids 260-299 reserved slots (the instruct tokenizer uses 265-267 as the chat header/eot
-markers), then the learned merges. Digits are split one by one and punctuation is
-isolated, so numbers and code tokenise predictably. We reproduce that layout; the byte
+markers), then the learned merges. Digits are split one by one, punctuation, newlines and
+tabs are isolated, so numbers and code tokenise predictably and a chat turn's header
+("...<|end_header_id|>\n\n") never merges with the first word of the answer. We reproduce that layout; the byte
 tokens live in the vocabulary (not as "added tokens") so that decoding with
 skip_special_tokens keeps them, as in Lucie's file.
 
@@ -35,6 +36,7 @@ def build_trainer_tokenizer():
     tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex("[\r\x00]"), "")])
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+        pre_tokenizers.Split(Regex("[\n\t]"), behavior="isolated"),
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.Punctuation(behavior="isolated"),
     ])
