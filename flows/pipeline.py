@@ -1,6 +1,7 @@
 """The Prefect flow: one task per DVC stage, in topological order, with retries.
 
-DVC owns *what* runs (each task is `dvc repro --single-item <stage>`: DVC decides whether
+DVC owns *what* runs (each task is `dvc repro --single-item <stage>` through DVC's Python
+API, which saves an interpreter start per stage: DVC decides whether
 the stage is stale and caches its outputs); Prefect owns *how* (retries, logs, UI). The
 order comes from DVC's own graph. `--single-item` does not look upstream, so the tasks
 must run in topological order, one after the other; that is also what 2 cores want.
@@ -10,12 +11,12 @@ Tracking: the flow opens one MLflow pipeline run and passes its id to the stages
 """
 from __future__ import annotations
 
+import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 
 def stage_order(root: Path) -> list[str]:
@@ -28,23 +29,40 @@ def stage_order(root: Path) -> list[str]:
         return [s.name for s in reversed(list(nx.topological_sort(graph))) if getattr(s, "name", None)]
 
 
-@task(retries=2, retry_delay_seconds=2, task_run_name="dvc-{stage}")
-def run_stage(stage: str, root: str, env: dict) -> dict:
-    logger = get_run_logger()
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root, env=env,
-                          capture_output=True, text=True)
-    for line in proc.stderr.splitlines():
-        if line.startswith("["):
-            logger.info(line)
-    if proc.returncode:
-        raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+class _DvcLog(logging.Handler):
+    """Collects DVC's own log lines for one reproduce call (they say ran / skipped / restored)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@task(retries=2, retry_delay_seconds=2, task_run_name="dvc-{stage}", cache_policy=NO_CACHE, persist_result=False)
+def run_stage(stage: str, root: str) -> dict:
+    """`dvc repro --single-item <stage>`, in process: DVC's Python API, not a new interpreter per stage."""
+    from dvc.repo import Repo
+
+    log = _DvcLog()
+    dvc_logger = logging.getLogger("dvc")
+    dvc_logger.addHandler(log)
+    propagate, dvc_logger.propagate = dvc_logger.propagate, False  # DVC prints its own lines already
+    try:
+        with Repo(root) as repo:
+            ran = repo.reproduce(stage, single_item=True)
+    finally:
+        dvc_logger.removeHandler(log)
+        dvc_logger.propagate = propagate
+    text = "\n".join(log.lines)
     # DVC says which of three things happened: nothing changed, outputs restored from its run-cache, or a run.
-    if "is cached" in proc.stdout:
+    if "is cached" in text:
         status = "restored from run-cache"
-    elif "didn't change, skipping" in proc.stdout:
-        status = "up to date"
-    else:
+    elif ran:
         status = "ran"
+    else:
+        status = "up to date"
     return {"stage": stage, "status": status}
 
 
@@ -66,7 +84,14 @@ def _parent_run(root: Path):
 
 
 @flow(name="lucie-pipeline", log_prints=False)
-def pipeline(root: str = ".", stages: list[str] | None = None) -> list[dict]:
+def pipeline_flow(root: str, order: list[str]) -> list[dict]:
+    return [run_stage(name, root) for name in order]
+
+
+def run_pipeline(root: str = ".", stages: list[str] | None = None, wait_ready=lambda: None) -> list[dict]:
+    """The flow plus its MLflow parent run; the stage runs become its children.
+
+    `wait_ready` blocks until the Prefect API answers (see flows/server.py)."""
     rootp = Path(root).resolve()
     order = stage_order(rootp)
     if stages:
@@ -75,16 +100,22 @@ def pipeline(root: str = ".", stages: list[str] | None = None) -> list[dict]:
             raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {order}")
         order = [s for s in order if s in stages]
     client, parent = _parent_run(rootp)
-    env = {**os.environ}
+    # The stage commands inherit this process's environment: that is how they find their parent run.
+    saved = {k: os.environ.get(k) for k in ("LUCIE_PARENT_RUN_ID", "LUCIE_PIPELINE_RUN")}
     if parent:
-        env["LUCIE_PARENT_RUN_ID"] = parent
-        env["LUCIE_PIPELINE_RUN"] = f"prefect-{parent}"
-    results, status = [], "FAILED"
+        os.environ["LUCIE_PARENT_RUN_ID"] = parent
+        os.environ["LUCIE_PIPELINE_RUN"] = f"prefect-{parent}"
+    status = "FAILED"
     try:
-        for name in order:
-            results.append(run_stage(name, str(rootp), env))
+        wait_ready()
+        results = pipeline_flow(str(rootp), order)
         status = "FINISHED"
     finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         if client:
             client.set_terminated(parent, status)
     return results

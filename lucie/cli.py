@@ -19,9 +19,12 @@ def run(stages: Optional[list[str]] = typer.Argument(None, help="Only these stag
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from flows.pipeline import pipeline
+    from flows.server import local_prefect_api
 
-    results = pipeline(root=str(root), stages=stages or None)
+    with local_prefect_api() as wait_ready:  # boots while the imports below run
+        from flows.pipeline import run_pipeline
+
+        results = run_pipeline(root=str(root), stages=stages or None, wait_ready=wait_ready)
     for r in results:
         typer.echo(f"{r['stage']:<10} {r['status']}")
 
