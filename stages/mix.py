@@ -1,7 +1,7 @@
 """mix: train/valid split, Lucie's upsampling by '<lang>--<category>' epochs, and the order.
 
 Semantics follow Lucie's `dataset_weights.yaml`: each document group '<lang>--<category>'
-is seen `weights[key] x lang_weights[lang]` times (fractional epochs allowed: 2.5 =
+is seen `weights[key] x lang_weights[lang] x source_weights[source]` times (fractional epochs allowed: 2.5 =
 two full passes plus the first half of a third shuffled pass). On top, Lucie's Megatron
 fork (1) shuffles every epoch separately, so an upsampled document never repeats before
 its group's previous epoch is exhausted, and (2) orders the slots of a source group
@@ -32,9 +32,9 @@ def h64(*parts) -> int:
     return int.from_bytes(hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
 
 
-def epochs_for(p: Mix, lang: str, category: str) -> float:
+def epochs_for(p: Mix, lang: str, category: str, source: str = "") -> float:
     lw = p.lang_weights.get(lang, p.lang_weights.get("other", 1.0))
-    return p.weights.get(f"{lang}--{category}", p.default_epochs) * lw
+    return p.weights.get(f"{lang}--{category}", p.default_epochs) * lw * p.source_weights.get(source, 1.0)
 
 
 def is_valid(seed: int, doc_id: str, fraction: float) -> bool:
@@ -58,7 +58,7 @@ def schedule(docs: list[dict], p: Mix, seed: int, chronological: bool) -> list[t
         for d in group:
             by_key[(d["lang"], d["category"])].append(d)
         for (lang, cat), members in sorted(by_key.items()):
-            e = epochs_for(p, lang, cat)
+            e = epochs_for(p, lang, cat, source)
             members = sorted(members, key=lambda d: d["id"])
             for epoch in range(math.ceil(e)):
                 shuffled = sorted(members, key=lambda d: h64(seed, "epoch", source, epoch, d["id"]))

@@ -137,6 +137,7 @@ class Mix(Strict):
     weights: dict[str, float] = {}
     default_epochs: float = Field(default=1.0, ge=0)
     lang_weights: dict[str, float] = {}  # multiplies the epochs of every key of that language ("other": the rest)
+    source_weights: dict[str, float] = {}  # multiplies the epochs of one source (data.sources name)
     valid_fraction: float = Field(default=0.1, ge=0, lt=1)
     chronological: bool = True  # older years first inside a source group, as Lucie's fork did
 
@@ -147,9 +148,10 @@ class Mix(Strict):
                 raise ValueError(f"mix.weights key {k!r} must look like '<lang>--<category>'")
             if v < 0:
                 raise ValueError(f"mix.weights.{k} must be >= 0")
-        for k, v in self.lang_weights.items():
-            if v < 0:
-                raise ValueError(f"mix.lang_weights.{k} must be >= 0")
+        for section in ("lang_weights", "source_weights"):
+            for k, v in getattr(self, section).items():
+                if v < 0:
+                    raise ValueError(f"mix.{section}.{k} must be >= 0")
         return self
 
 
@@ -285,7 +287,7 @@ class Publish(Strict):
 
 class Tracking(Strict):
     enabled: bool = True
-    uri: str = "sqlite:///mlruns/mlflow.db"  # MLFLOW_TRACKING_URI overrides
+    uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides
     experiment: str = "lucie-repro"
 
 
@@ -309,6 +311,9 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _cross(self):
+        unknown = set(self.mix.source_weights) - {s.name for s in self.data.sources}
+        if unknown:
+            raise ValueError(f"mix.source_weights names unknown sources {sorted(unknown)}")
         if self.model.max_position_embeddings < self.tokenize.seq_len:
             raise ValueError("model.max_position_embeddings must be >= tokenize.seq_len")
         return self

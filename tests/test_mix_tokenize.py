@@ -295,3 +295,14 @@ def test_tokenize_run_and_load_tokens(tok, make_ctx, tmp_path):
     metrics = io.read_json(tmp_path / "metrics/tokenize.json")
     assert metrics["train"]["samples"] == m["samples"]
     assert metrics["train"]["tokens"] == metrics["train"]["samples"] * 48 + metrics["train"]["tail_tokens_dropped"]
+
+
+def test_source_weights_multiply_the_epochs_of_one_source():
+    from stages.mix import schedule
+    from stages.params import Mix
+
+    docs = [{"id": f"{s}-{i}", "text": "t", "lang": "en", "category": "web", "source": s, "date": "2020-01-01",
+             "meta": "{}"} for s in ("a", "b") for i in range(10)]
+    stream = schedule(docs, Mix(weights={"en--web": 1}, source_weights={"a": 2.0, "b": 0.5}), 1, True)
+    counts = {s: sum(d["source"] == s for d, _ in stream) for s in ("a", "b")}
+    assert counts == {"a": 20, "b": 5}

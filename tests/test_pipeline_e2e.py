@@ -113,7 +113,7 @@ def test_published_tree_is_read_back(repo):
 def test_every_stage_is_an_mlflow_run_of_one_pipeline(repo):
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{repo['root']}/mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{repo['root']}/mlflow.db")
     exp = client.get_experiment_by_name("lucie-repro")
     runs = client.search_runs([exp.experiment_id], max_results=100)
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs}
@@ -172,7 +172,7 @@ def test_prefect_flow_runs_stale_stages_as_children_of_one_pipeline_run(repo):
     lines = dict(l.split(None, 1) for l in proc.stdout.splitlines() if l.strip())
     assert list(lines) == STAGES
     assert lines["evaluate"] == "ran" and lines["ingest"] == "up to date"
-    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     exp = client.get_experiment_by_name("lucie-repro")
     parents = client.search_runs([exp.experiment_id], "tags.orchestrator = 'prefect'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
