@@ -45,4 +45,4 @@ test: setup
 
 # Refresh the lock from the loose spec (only when deliberately upgrading).
 lock:
-	$(BIN)/pip freeze --exclude-editable | grep -v '^lucie-repro' > requirements.lock
+	$(BIN)/pip freeze --all --exclude-editable | grep -v "^lucie-repro" > requirements.lock
