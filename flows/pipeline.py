@@ -19,14 +19,23 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 
-def stage_order(root: Path) -> list[str]:
-    """Stage names of dvc.yaml, dependencies first."""
+def stage_order(root: Path, targets: list[str] | None = None) -> list[str]:
+    """Stage names of dvc.yaml, dependencies first; with targets, those stages and everything upstream
+    of them (what `dvc repro TARGET` would consider)."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges go stage -> dependency
-        return [s.name for s in reversed(list(nx.topological_sort(graph))) if getattr(s, "name", None)]
+        order = [s for s in reversed(list(nx.topological_sort(graph))) if getattr(s, "name", None)]
+        if targets:
+            unknown = sorted(set(targets) - {s.name for s in order})
+            if unknown:
+                raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {[s.name for s in order]}")
+            wanted = {s for s in order if s.name in targets}
+            wanted |= {d for s in list(wanted) for d in nx.descendants(graph, s)}
+            order = [s for s in order if s in wanted]
+        return [s.name for s in order]
 
 
 class _DvcLog(logging.Handler):
@@ -93,12 +102,7 @@ def run_pipeline(root: str = ".", stages: list[str] | None = None, wait_ready=la
 
     `wait_ready` blocks until the Prefect API answers (see flows/server.py)."""
     rootp = Path(root).resolve()
-    order = stage_order(rootp)
-    if stages:
-        unknown = sorted(set(stages) - set(order))
-        if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {order}")
-        order = [s for s in order if s in stages]
+    order = stage_order(rootp, stages)
     client, parent = _parent_run(rootp)
     # The stage commands inherit this process's environment: that is how they find their parent run.
     saved = {k: os.environ.get(k) for k in ("LUCIE_PARENT_RUN_ID", "LUCIE_PIPELINE_RUN")}

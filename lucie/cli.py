@@ -11,7 +11,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 @app.command()
-def run(stages: Optional[list[str]] = typer.Argument(None, help="Only these stages (default: all, in DAG order)."),
+def run(stages: Optional[list[str]] = typer.Argument(None, help="These stages and their upstream (default: all)."),
         root: Path = typer.Option(Path("."), help="Repository root.")):
     """Run the pipeline through the Prefect flow (one task per DVC stage, with retries)."""
     import os

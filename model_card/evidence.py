@@ -43,7 +43,7 @@ class Evidence:
         return {"source": self.source, "components": [asdict(c) for c in self.components], "lineage": self.lineage}
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path) -> str:  # model_card must not import stages (auditors install no pipeline deps)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(1 << 20):
@@ -71,29 +71,33 @@ def collect_release(release: Path) -> Evidence:
     recorded: dict = manifest.get("files", {})
     ev = Evidence(source=str(release), lineage=manifest.get("lineage", {}))
 
-    def item(component, ctype, rel, license, note=""):
+    def item(component, ctype, rel, license, note="", members=None):
+        """One component; `members` (all its files) must all match the manifest for it to be verified."""
         path = release / rel if rel else None
         if path is None or not path.exists():
             return Item(component, ctype, released=False, note=note or f"{rel} not in the release")
-        digest = _sha256(path)
-        ok = recorded.get(rel) == digest
-        why = note or ("sha256 matches the release manifest" if ok else "sha256 differs from the release manifest"
-                       if rel in recorded else "not listed in the release manifest")
-        return Item(component, ctype, True, rel, license, ok, digest, why)
+        files = members or [rel]
+        bad = [f for f in files if recorded.get(f) != _sha256(release / f)]
+        ok = not bad and not note
+        why = note or ("sha256 matches the release manifest" + (f" ({len(files)} files)" if members else "")
+                       if not bad else f"{len(bad)} of {len(files)} files: sha256 differs from the release manifest or is not listed")
+        return Item(component, ctype, True, rel, license, ok, _sha256(path), why)
 
     model_lic = card_yaml(release / "model" / "README.md").get("license")
     data_lic = card_yaml(release / "dataset" / "README.md").get("license")
     code = json.loads((release / "code" / "code.json").read_text()) if (release / "code" / "code.json").exists() else {}
     archive = f"code/{code['archive']}" if code.get("archive") else None
     code_lic = code.get("license")
+    # Code from a modified worktree is not the archived commit: released, but only claimed.
+    code_note = "no source archive" if not archive else (
+        "built from a modified worktree: the archive is not the code that ran" if code.get("dirty_worktree") else "")
+    data_files = sorted(str(f.relative_to(release)) for f in (release / "dataset/data").rglob("*.parquet")) \
+        if (release / "dataset/data").exists() else []
     ev.components = [
         item("Model parameters (Final)", "data", "model/model.safetensors", model_lic),
-        item("Model architecture", "code", archive, code_lic, "" if archive else "no source archive"),
-        item("Training code", "code", archive, code_lic, "" if archive else "no source archive"),
-        item("Inference code", "code", archive, code_lic, "" if archive else "no source archive"),
-        item("Data preprocessing code", "code", archive, code_lic, "" if archive else "no source archive"),
-        item("Evaluation code", "code", archive, code_lic, "" if archive else "no source archive"),
-        item("Datasets", "data", _first(release, "dataset/data"), data_lic),
+        *(item(c, "code", archive, code_lic, code_note) for c in
+          ("Model architecture", "Training code", "Inference code", "Data preprocessing code", "Evaluation code")),
+        item("Datasets", "data", data_files[0] if data_files else None, data_lic, members=data_files),
         item("Model card", "document", "model/README.md", model_lic),
         item("Data card", "document", "dataset/README.md", data_lic),
         item("Evaluation results", "document", "model/eval_results.json", model_lic),
@@ -101,8 +105,3 @@ def collect_release(release: Path) -> Evidence:
     if code:
         ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "commit") if k in code})
     return ev
-
-
-def _first(release: Path, sub: str) -> str | None:
-    files = sorted((release / sub).rglob("*.parquet")) if (release / sub).exists() else []
-    return str(files[0].relative_to(release)) if files else None

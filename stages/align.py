@@ -162,7 +162,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("align", sections=("align",)) as ctx:
+    with stage("align") as ctx:
         run(ctx)
 
 

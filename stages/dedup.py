@@ -18,11 +18,10 @@ import tempfile
 import unicodedata
 
 from . import io
-from .params import MinHash
+from .params import WORD_TOKENIZER, MinHash
 from .runtime import Ledger, StageContext, stage
 
 IN, OUT = "data/filtered", "data/dedup"
-DT_LANG = {"en": "eng", "fr": "fra", "de": "deu", "es": "spa", "it": "ita"}
 
 
 def exact_key(text: str) -> str:
@@ -41,7 +40,7 @@ class Signer:
 
     def bands(self, text: str, lang: str) -> list[tuple] | None:
         """The document's LSH band keys, or None when it has fewer words than one n-gram."""
-        dl = DT_LANG.get(lang, "eng")
+        dl = WORD_TOKENIZER.get(lang, "eng")  # code and other non-text languages: whitespace-like English rules
         if dl not in self._by_lang:
             self._by_lang[dl] = self._make(dl)
         sig = self._by_lang[dl]
@@ -132,7 +131,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("dedup", sections=("dedup",)) as ctx:
+    with stage("dedup") as ctx:
         run(ctx)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import io
+from .mix import h64
 from .params import EvalTask
 from .runtime import StageContext, StageError, stage
 
@@ -93,7 +94,8 @@ def run(ctx: StageContext) -> None:
     for t in p.tasks:
         if not ctx.path(t.path).exists():
             raise StageError(f"task {t.name!r}: data file {t.path} not found")
-    valid = [d for d in io.read_docs(ctx.path(VALID))][: p.ppl_max_docs]
+    # Cap by a hash of the id, not by id order (ids group by language, a prefix would drop languages).
+    valid = sorted(io.read_docs(ctx.path(VALID)), key=lambda d: h64(seed, "ppl", d["id"]))[: p.ppl_max_docs]
     results: dict = {"harness": {"name": "lm-eval", "version": lm_eval_pkg.__version__},
                      "settings": {"num_fewshot": p.num_fewshot, "batch_size": p.batch_size, "seed": seed,
                                   "dtype": "float32", "device": "cpu"},
@@ -125,7 +127,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("evaluate", sections=("evaluate",)) as ctx:
+    with stage("evaluate") as ctx:
         run(ctx)
 
 

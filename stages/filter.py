@@ -20,12 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 from . import io
-from .params import Filter
+from .params import WORD_TOKENIZER, Filter
 from .runtime import Ledger, StageContext, StageError, stage
 
 IN, OUT = "data/raw", "data/filtered"
-# datatrove names its word tokenizers by ISO 639-3 code.
-DT_LANG = {"en": "eng", "fr": "fra", "de": "deu", "es": "spa", "it": "ita"}
 
 
 class LanguageRule:
@@ -75,7 +73,7 @@ class Chain:
         if lang not in self._text:
             from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 
-            p, dl = self.p, DT_LANG.get(lang, "eng")
+            p, dl = self.p, WORD_TOKENIZER[lang]  # the schema checked text_langs against this map
             rules = []
             if self.lang:
                 rules.append(("language", self.lang))
@@ -167,7 +165,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("filter", sections=("filter",)) as ctx:
+    with stage("filter") as ctx:
         run(ctx)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -71,7 +72,8 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, dict | None, str | None]
             yield n, rec, None
 
 
-def _hf_records(src: Source, cap: int | None) -> Iterator[tuple[int, dict | None, str | None]]:
+def _hf_records(src: Source) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Stream the dataset; the document cap (ingest.max_docs_per_source) is applied by read_source."""
     import datasets
 
     hf = src.hf
@@ -89,15 +91,13 @@ def _hf_records(src: Source, cap: int | None) -> Iterator[tuple[int, dict | None
     n = 0
     stream = itertools.chain([first] if first is not None else [], it)
     for rec in stream:
-        if cap is not None and n >= cap:
-            return
         n += 1
         if hf.text_field != "text" and isinstance(rec, dict):
             rec = {**rec, "text": rec.get(hf.text_field)}
         yield n, rec, None
 
 
-def normalise(rec, src: Source, where: str, max_bytes: int) -> tuple[dict | None, str | None]:
+def normalise(rec, src: Source, where: str, max_bytes: int, languages: list[str]) -> tuple[dict | None, str | None]:
     """Map one raw record to the document schema, or say why it cannot be."""
     if not isinstance(rec, dict):
         return None, f"not_an_object: got {type(rec).__name__}"
@@ -118,6 +118,8 @@ def normalise(rec, src: Source, where: str, max_bytes: int) -> tuple[dict | None
     lang = rec.get("lang") or src.lang
     if not lang:
         return None, "missing_lang: neither the record nor the source gives a language"
+    if lang not in languages:
+        return None, f"unknown_lang: {str(lang)[:40]!r} is not in data.languages {languages}"
     meta = {k: v for k, v in rec.items() if k not in KNOWN}
     doc = {
         "id": str(rec.get("id") or where),
@@ -134,15 +136,16 @@ def normalise(rec, src: Source, where: str, max_bytes: int) -> tuple[dict | None
 
 
 def read_source(
-    root: Path, src: Source, p: Ingest, ledger: Ledger, rejects: list, per_source: dict, seen_ids: set[str]
+    root: Path, src: Source, p: Ingest, languages: list[str], ledger: Ledger, rejects: list, per_source: dict,
+    seen_ids: set[str],
 ) -> Iterator[dict]:
     """Yield the source's valid documents; count and log the rest. `seen_ids` spans all sources."""
     counts = per_source.setdefault(src.name, {"read": 0, "kept": 0, "rejected": 0})
     if src.format == "hf":
-        streams = [(f"hf://{src.hf.dataset}", _hf_records(src, p.max_docs_per_source))]
+        streams = [(f"hf://{src.hf.dataset}", _hf_records(src))]
     else:
         reader = _jsonl_records if src.format == "jsonl" else _parquet_records
-        streams = [(str(f.relative_to(root)), reader(f)) for f in _files(root, src)]
+        streams = [(os.path.relpath(f, root), reader(f)) for f in _files(root, src)]
     for fname, records in streams:
         for lineno, rec, reason in records:
             if p.max_docs_per_source is not None and counts["read"] >= p.max_docs_per_source:
@@ -152,7 +155,7 @@ def read_source(
             where = f"{src.name}:{fname}:{lineno}"
             doc = None
             if reason is None:
-                doc, reason = normalise(rec, src, where, p.max_doc_bytes)
+                doc, reason = normalise(rec, src, where, p.max_doc_bytes, languages)
             if doc is not None and doc["id"] in seen_ids:
                 doc, reason = None, f"duplicate_id: {doc['id']}"
             if doc is None:
@@ -173,7 +176,7 @@ def run(ctx: StageContext) -> None:
     docs = (
         doc
         for src in prm.data.sources
-        for doc in read_source(root, src, prm.ingest, ledger, rejects, per_source, seen_ids)
+        for doc in read_source(root, src, prm.ingest, prm.data.languages, ledger, rejects, per_source, seen_ids)
     )
     with io.atomic_dir(ctx.path(OUT)) as tmp:
         entries = io.write_docs(tmp, ctx.progress(docs, None, "reading sources"), prm.ingest.rows_per_shard)
@@ -185,7 +188,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("ingest", sections=("data", "ingest")) as ctx:
+    with stage("ingest") as ctx:
         run(ctx)
 
 

@@ -23,7 +23,7 @@ from collections import defaultdict
 
 from . import io
 from .params import Mix
-from .runtime import StageContext, stage
+from .runtime import StageContext, StageError, stage
 
 IN, OUT = "data/dedup", "data/mixed"
 
@@ -101,6 +101,12 @@ def run(ctx: StageContext) -> None:
     docs = list(io.read_docs(ctx.path(IN)))
     valid = [d for d in docs if is_valid(seed, d["id"], p.valid_fraction)]
     train = [d for d in docs if not is_valid(seed, d["id"], p.valid_fraction)]
+    present = {(d["lang"], d["category"]) for d in docs}
+    unmatched = sorted(k for k in p.weights if tuple(k.split("--", 1)) not in present)
+    unmatched += sorted(f"lang_weights.{k}" for k in p.lang_weights if k != "other" and k not in {l for l, _ in present})
+    if unmatched:  # a typo would silently fall back to default_epochs
+        raise StageError(f"mix weights match no document group: {unmatched}; groups here: "
+                         f"{sorted(f'{l}--{c}' for l, c in present)}")
     stream = schedule(train, p, seed, p.chronological)
 
     def train_rows():
@@ -122,15 +128,13 @@ def run(ctx: StageContext) -> None:
         "before_upsampling": before, "after_upsampling": after,
         "lang_share_before": shares(before), "lang_share_after": shares(after),
     }
-    # Every input document goes to exactly one split; the stream only repeats train documents.
-    assert len(train) + len(valid) == len(docs)
     ctx.write_metrics("metrics/mix.json", metrics)
     ctx.dataset(OUT + "/train", "output")
     ctx.summary(f"{len(docs)} docs -> train {len(train)} (stream {len(stream)} after upsampling), valid {len(valid)} -> {OUT}")
 
 
 def main() -> None:
-    with stage("mix", sections=("mix", "seed")) as ctx:
+    with stage("mix") as ctx:
         run(ctx)
 
 

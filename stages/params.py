@@ -1,6 +1,6 @@
 """Typed schema of params.yaml: one model per stage section, validated before any work.
 
-Every stage calls `load_params()` first. An unknown key, a wrong type or an impossible
+Every stage calls `load()` first (through stages.runtime.stage). An unknown key, a wrong type or an impossible
 combination raises `ParamsError` naming the dotted key (e.g. `pretrain.lr`), so a typo
 in params.yaml never silently falls back to a default after an hour of compute.
 """
@@ -44,8 +44,14 @@ class Source(Strict):
         return self
 
 
+# Languages whose text rules (Gopher, C4, MinHash word tokenizer) datatrove can run, by its ISO 639-3 name.
+WORD_TOKENIZER = {"en": "eng", "fr": "fra", "de": "deu", "es": "spa", "it": "ita"}
+
+
 class Data(Strict):
     sources: list[Source] = Field(min_length=1)
+    # Every record's language must be one of these (ingest rejects the rest as unknown_lang).
+    languages: list[str] = ["en", "fr", "de", "es", "it", "code"]
 
     @model_validator(mode="after")
     def _unique(self):
@@ -160,7 +166,7 @@ class TokenizerP(Strict):
     from_file: str | None = None  # use a given tokenizer.json (e.g. Lucie's) instead of training
     vocab_size: int = Field(default=2048, ge=400)
     min_frequency: int = Field(default=2, ge=1)
-    max_train_docs: int | None = None
+    max_train_docs: int | None = Field(default=None, gt=0)
 
 
 class Tokenize(Strict):
@@ -266,7 +272,6 @@ class Evaluate(Strict):
     tasks: list[EvalTask]
     num_fewshot: int = Field(default=0, ge=0)
     batch_size: int = Field(default=8, gt=0)
-    seed: int = 1234
     ppl_max_docs: int = Field(default=200, gt=0)
 
 
@@ -311,6 +316,12 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _cross(self):
+        unsupported = set(self.filter.text_langs) - set(WORD_TOKENIZER)
+        if unsupported:
+            raise ValueError(f"filter.text_langs: no word tokenizer for {sorted(unsupported)} (have {sorted(WORD_TOKENIZER)})")
+        missing = set(self.filter.text_langs) - set(self.data.languages)
+        if missing:
+            raise ValueError(f"filter.text_langs lists {sorted(missing)}, which data.languages does not")
         unknown = set(self.mix.source_weights) - {s.name for s in self.data.sources}
         if unknown:
             raise ValueError(f"mix.source_weights names unknown sources {sorted(unknown)}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io as io_text
 import json
 import math
 import os
@@ -117,11 +118,11 @@ def run(ctx: StageContext) -> None:
     resolved = {"model": ctx.params.model.model_dump(), "pretrain": p.model_dump(), "seed": seed, "vocab": vocab}
     data_fp = tok_manifest["files"][0]["sha256"]
     rows, speed, t_start, tokens_seen = [], [], time.perf_counter(), 0
-    ckpt_root = ctx.path(CKPT)
-    shutil.rmtree(ckpt_root, ignore_errors=True)
+    ckpt_tmp = ctx.path(CKPT).with_name(f".{Path(CKPT).name}.partial")  # renamed into place at the end
+    shutil.rmtree(ckpt_tmp, ignore_errors=True)
 
     def checkpoint(step: int) -> None:
-        d = ckpt_root / f"step{step:07d}"
+        d = ckpt_tmp / f"step{step:07d}"
         acc.save_state(str(d))
         if acc.is_main_process:
             io.write_json(d / "state.json", {"step": step, "samples_consumed": step * G, "global_batch": G,
@@ -173,12 +174,14 @@ def run(ctx: StageContext) -> None:
             io.write_json(tmp / "training_state.json", {"steps": p.steps, "tokens": tokens_seen,
                                                         "config_fingerprint": fingerprint(resolved),
                                                         "data_fingerprint": data_fp})
+        with io.atomic_dir(ctx.path(CKPT)) as tmp:
+            os.replace(ckpt_tmp, tmp)
         plot = ctx.path(PLOT)
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        with open(plot, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        buf = io_text.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        io.write_bytes_atomic(plot, buf.getvalue().encode())
         tps = tokens_seen / elapsed
         metrics = {
             "steps": p.steps, "tokens": tokens_seen, "parameters": n_params, "first_loss": rows[0]["loss"],
@@ -202,7 +205,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("pretrain", sections=("model", "pretrain", "seed")) as ctx:
+    with stage("pretrain") as ctx:
         run(ctx)
 
 

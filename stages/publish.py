@@ -76,7 +76,7 @@ def run(ctx: StageContext) -> None:
     else:
         published = publish_hub(release, plan, p.publish.private)
     report = verify(release, published)
-    bad = {k: v["mismatched"] for k, v in report.items() if v["mismatched"]}
+    bad = {k: v["mismatched"] or "no files" for k, v in report.items() if v["mismatched"] or not v["files"]}
     ctx.write_metrics("metrics/publish.json", {"target": p.publish.target, "repos": {
         sub: {"repo_id": plan[sub][1], "type": plan[sub][0], **report[sub]} for sub in plan}})
     if bad:
@@ -86,7 +86,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("publish", sections=("publish", "release")) as ctx:
+    with stage("publish") as ctx:
         run(ctx)
 
 

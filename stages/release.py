@@ -75,8 +75,21 @@ def git_archive(root: Path, out: Path) -> dict:
     commit = git("rev-parse", "HEAD").decode().strip()
     name = f"lucie-repro-{commit[:12]}.tar.gz"
     (out / name).write_bytes(git("archive", "--format=tar.gz", f"--prefix=lucie-repro-{commit[:12]}/", commit))
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
-    return {"commit": commit, "archive": name, "sha256": io.sha256_file(out / name), "dirty_worktree": dirty}
+    # A run rewrites dvc.lock and the metrics/plots files it tracks in git; other edits mean the code that
+    # ran is not the commit archived here.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!metrics", ":!plots")
+    return {"commit": commit, "archive": name, "sha256": io.sha256_file(out / name),
+            "dirty_worktree": bool(status.strip()), "license": project_license(root)}
+
+
+def project_license(root: Path) -> str:
+    """The code's SPDX license, as pyproject.toml declares it (never typed here)."""
+    import tomllib
+
+    lic = tomllib.loads((root / "pyproject.toml").read_text())["project"].get("license")
+    if not isinstance(lic, str):
+        raise StageError("pyproject.toml: project.license must be an SPDX expression string")
+    return lic
 
 
 def write_dataset(ctx: StageContext, out: Path) -> dict:
@@ -118,13 +131,20 @@ def write_dataset(ctx: StageContext, out: Path) -> dict:
     return {"docs": len(rows), "licenses": licenses}
 
 
+UPSTREAM = ("ingest", "filter", "dedup", "mix", "tokenizer", "tokenize", "pretrain", "align", "evaluate")
+
+
 def lineage(root: Path, commit: str) -> dict:
+    """The DVC-recorded outputs of the stages this release was built from.
+
+    While `dvc repro` runs, dvc.lock is rewritten after every stage; when release runs, the
+    upstream entries are final but release/publish still hold the previous run's. So only the
+    upstream entries are recorded (no whole-file hash of a lock that is never committed as seen).
+    """
     lock = root / "dvc.lock"
-    if not lock.exists():
-        return {"git_commit": commit, "dvc_lock_sha256": None, "stages": {}}
-    stages = yaml.safe_load(lock.read_text()).get("stages", {})
-    outs = {name: {o["path"]: o.get("md5") for o in s.get("outs", [])} for name, s in sorted(stages.items())}
-    return {"git_commit": commit, "dvc_lock_sha256": io.sha256_file(lock), "stages": outs}
+    stages = yaml.safe_load(lock.read_text()).get("stages", {}) if lock.exists() else {}
+    outs = {name: {o["path"]: o.get("md5") for o in stages[name].get("outs", [])} for name in UPSTREAM if name in stages}
+    return {"git_commit": commit, "stages": outs}
 
 
 def manifest(tree: Path, lin: dict) -> dict:
@@ -150,7 +170,7 @@ def run(ctx: StageContext) -> None:
             shutil.copy(ctx.path("plots/pretrain_loss.csv"), d / "training_logs" / "pretrain_loss.csv")
         ds = write_dataset(ctx, tmp / "dataset")
         (tmp / "code").mkdir()
-        code = {"repository": p.release.code_url, "license": "Apache-2.0", **git_archive(ctx.root, tmp / "code")}
+        code = {"repository": p.release.code_url, **git_archive(ctx.root, tmp / "code")}
         io.write_json(tmp / "code" / "code.json", code)
         lin = lineage(ctx.root, code["commit"])
 
@@ -166,7 +186,8 @@ def run(ctx: StageContext) -> None:
         for key in MODELS:
             (tmp / key / "README.md").write_text(model_card(p, key, evals, metrics, md, p.release.model_name))
         card = rate()
-        assert card["nextcloud"] == first["nextcloud"], "openness rating changed when the cards were written"
+        if card["nextcloud"] != first["nextcloud"]:
+            raise StageError("the openness rating changed when the model cards were written into the release")
         (tmp / "openness").mkdir()
         (tmp / "openness" / "openness.json").write_text(orender.to_json(card))
         (tmp / "openness" / "openness.md").write_text(md)
@@ -182,7 +203,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("release", sections=("release",)) as ctx:
+    with stage("release") as ctx:
         run(ctx)
 
 

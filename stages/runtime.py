@@ -3,8 +3,11 @@ show progress, write metrics, account for every record, print a one-line summary
 
 A stage module looks like:
 
-    def run(p: Params, root: Path, ctx: StageContext) -> None: ...   # the work
-    def main(): with stage("filter", sections=("filter",)) as ctx: run(ctx.params, ctx.root, ctx)
+    def run(ctx: StageContext) -> None: ...            # the work, reading ctx.params
+    def main(): with stage("filter") as ctx: run(ctx)
+
+The params a stage logs to MLflow are exactly the ones its dvc.yaml entry declares, so the
+tracking record and DVC's notion of "what this stage depends on" cannot drift apart.
 """
 from __future__ import annotations
 
@@ -116,6 +119,24 @@ def params_path(root: Path) -> Path:
     return root / os.environ.get("LUCIE_PARAMS", "params.yaml")
 
 
+def declared_params(root: Path, name: str, params: Params) -> dict:
+    """The values of the params dvc.yaml lists for stage `name` (dotted keys), e.g. {"pretrain.threads": 2}."""
+    import yaml
+
+    dvc_yaml = root / "dvc.yaml"
+    if not dvc_yaml.exists():
+        return {}
+    keys = (yaml.safe_load(dvc_yaml.read_text()).get("stages", {}).get(name) or {}).get("params", [])
+    values = params.model_dump(mode="json")
+    out = {}
+    for key in keys:
+        v = values
+        for part in str(key).split("."):
+            v = v[part]
+        out[key] = v
+    return out
+
+
 def quiet_libraries() -> None:
     """The libraries' own bars and advisories drown the stage summary under DVC; keep errors only."""
     for k, v in {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
@@ -127,7 +148,7 @@ def quiet_libraries() -> None:
 
 
 @contextlib.contextmanager
-def stage(name: str, sections: tuple[str, ...]) -> Iterator[StageContext]:
+def stage(name: str) -> Iterator[StageContext]:
     t0 = time.perf_counter()
     quiet_libraries()
     root = io.root()
@@ -139,7 +160,7 @@ def stage(name: str, sections: tuple[str, ...]) -> Iterator[StageContext]:
     tp = params.tracking
     try:
         with tracking.stage_run(name, root, tp.uri, tp.experiment, tp.enabled, {"recipe": params.recipe}) as tracker:
-            tracker.params({s: params.model_dump(mode="json")[s] for s in sections})
+            tracker.params(declared_params(root, name, params))
             ctx = StageContext(name, root, params, tracker)
             yield ctx
             dt = time.perf_counter() - t0

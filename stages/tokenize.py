@@ -118,7 +118,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("tokenize", sections=("tokenize",)) as ctx:
+    with stage("tokenize") as ctx:
         run(ctx)
 
 

@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import io
+from .mix import h64
 from .runtime import StageContext, stage
 
 IN, OUT = "data/mixed/train", "artifacts/tokenizer"
@@ -95,16 +96,19 @@ def run(ctx: StageContext) -> None:
         if p.from_file:
             src = ctx.path(p.from_file)
             tok = Tokenizer.from_file(str(src))
+            shutil.copy(src, tmp / "tokenizer.json")  # whatever its own name, downstream reads tokenizer.json
             beside = [src.parent / f for f in ("tokenizer_config.json", "special_tokens_map.json")]
             if beside[0].exists():  # a full HF tokenizer directory: keep its own config
-                for f in [src, *beside]:
+                for f in beside:
                     if f.exists():
                         shutil.copy(f, tmp / f.name)
             else:
                 save_hf(tok, tmp)
             origin = f"loaded from {p.from_file}"
         else:
-            texts = [d["text"] for d in (docs[: p.max_train_docs] if p.max_train_docs else docs)]
+            # Cap by a hash of the id, not id order (ids group by language: a prefix would drop languages).
+            chosen = sorted(docs, key=lambda d: h64(ctx.params.seed, "tokenizer", d["id"]))[: p.max_train_docs]
+            texts = [d["text"] for d in chosen]
             tok = train(texts, p.vocab_size, p.min_frequency)
             save_hf(tok, tmp)
             origin = f"trained on {len(texts)} documents"
@@ -116,7 +120,7 @@ def run(ctx: StageContext) -> None:
 
 
 def main() -> None:
-    with stage("tokenizer", sections=("tokenizer",)) as ctx:
+    with stage("tokenizer") as ctx:
         run(ctx)
 
 

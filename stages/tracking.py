@@ -46,7 +46,8 @@ def pipeline_run_tag() -> str:
 
         p = psutil.Process().parent()
         while p is not None:
-            if any(Path(a).name == "dvc" for a in p.cmdline()[:2]):
+            argv = p.cmdline()[:3]
+            if any(Path(a).name == "dvc" for a in argv[:2]) or argv[1:3] == ["-m", "dvc"]:
                 return f"dvc-{socket.gethostname()}-{p.pid}-{int(p.create_time())}"
             p = p.parent()
     except Exception:  # psutil may be unable to read a parent's cmdline; the tag is then per process
@@ -83,31 +84,26 @@ class Tracker:
             for i in range(0, len(items), 100):
                 self.client.log_batch(self.run_id, params=items[i : i + 100])
 
+    def _log_metrics(self, items: list[tuple[str, float, int]]) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, int(step)) for k, v, step in items]
+        for i in range(0, len(batch), 500):  # MLflow's log_batch limit is 1000 metrics
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 500])
+
     def metrics(self, metrics: dict, step: int | None = None) -> None:
+        """Every numeric leaf of a (nested) dict, under its dotted name."""
         if self.active:
-            import time
-
-            from mlflow.entities import Metric
-
-            ts = int(time.time() * 1000)
-            items = [
-                Metric(k, float(v), ts, step or 0)
-                for k, v in sorted(flatten(metrics).items())
-                if isinstance(v, (int, float)) and not isinstance(v, bool)
-            ]
-            for i in range(0, len(items), 500):
-                self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+            self._log_metrics([(k, v, step or 0) for k, v in sorted(flatten(metrics).items())
+                               if isinstance(v, (int, float)) and not isinstance(v, bool)])
 
     def metric_series(self, name: str, values: list[tuple[int, float]]) -> None:
+        """One metric over steps (loss curve, LR, ...)."""
         if self.active and values:
-            import time
-
-            from mlflow.entities import Metric
-
-            ts = int(time.time() * 1000)
-            items = [Metric(name, float(v), ts, int(s)) for s, v in values]
-            for i in range(0, len(items), 500):
-                self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+            self._log_metrics([(name, v, s) for s, v in values])
 
     def artifact(self, path: str | Path, subdir: str | None = None) -> None:
         if self.active and Path(path).exists():

@@ -186,3 +186,16 @@ def test_rerun_is_byte_identical(corpus, make_ctx):
     run_ingest(make_ctx, ov)
     second = {p.name: p.read_bytes() for p in (corpus / "data/raw").iterdir()}
     assert first == second
+
+
+def test_a_language_outside_data_languages_is_rejected(make_ctx, tmp_path):
+    import json
+
+    from stages import ingest
+
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "text": "hallo wereld", "lang": "nl"}) + "\n"
+                                       + json.dumps({"id": "b", "text": "hello world", "lang": "en"}) + "\n")
+    ctx = make_ctx("ingest", {"data.sources": [{"name": "s", "path": "in.jsonl", "license": "CC0-1.0"}]})
+    ingest.run(ctx)
+    m = json.loads((tmp_path / "metrics/ingest.json").read_text())
+    assert m["rejected"] == {"unknown_lang": 1} and m["kept"] == 1

@@ -306,3 +306,19 @@ def test_source_weights_multiply_the_epochs_of_one_source():
     stream = schedule(docs, Mix(weights={"en--web": 1}, source_weights={"a": 2.0, "b": 0.5}), 1, True)
     counts = {s: sum(d["source"] == s for d, _ in stream) for s in ("a", "b")}
     assert counts == {"a": 20, "b": 5}
+
+
+def test_a_weight_key_that_matches_no_group_is_an_error(make_ctx, tmp_path):
+    import pytest
+
+    from stages import io, mix
+    from stages.runtime import StageError
+
+    ctx = make_ctx("mix", {"mix.weights": {"en--wbe": 2}})
+    d = tmp_path / "data/dedup"
+    d.mkdir(parents=True)
+    rows = [{"id": "x", "text": "t", "lang": "en", "source": "s", "category": "web", "license": "CC0-1.0",
+             "url": "", "date": "", "meta": "{}"}]
+    io.write_manifest(d, io.write_docs(d, rows))
+    with pytest.raises(StageError, match="en--wbe"):
+        mix.run(ctx)

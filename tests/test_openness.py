@@ -8,7 +8,7 @@ from model_card.evidence import collect_release
 from stages.io import sha256_file
 
 
-def release_tree(tmp_path, data_license="cc0-1.0", weights=True, code_license="Apache-2.0"):
+def release_tree(tmp_path, data_license="cc0-1.0", weights=True, code_license="Apache-2.0", dirty=False):
     r = tmp_path / "release"
     (r / "model").mkdir(parents=True)
     (r / "dataset/data/en/s").mkdir(parents=True)
@@ -18,8 +18,10 @@ def release_tree(tmp_path, data_license="cc0-1.0", weights=True, code_license="A
     (r / "model/README.md").write_text("---\nlicense: apache-2.0\n---\n# card\n")
     (r / "dataset/README.md").write_text(f"---\nlicense: {data_license}\n---\n# data\n")
     (r / "dataset/data/en/s/part-00000.parquet").write_bytes(b"rows")
+    (r / "dataset/data/en/s/part-00001.parquet").write_bytes(b"more rows")
     (r / "code/src.tar.gz").write_bytes(b"code")
-    (r / "code/code.json").write_text(json.dumps({"archive": "src.tar.gz", "license": code_license, "commit": "abc"}))
+    (r / "code/code.json").write_text(json.dumps({"archive": "src.tar.gz", "license": code_license, "commit": "abc",
+                                                        "dirty_worktree": dirty}))
     files = {str(p.relative_to(r)): sha256_file(p) for p in sorted(r.rglob("*")) if p.is_file()}
     (r / "MANIFEST.json").write_text(json.dumps({"files": files, "lineage": {"git_commit": "abc"}}))
     return r
@@ -48,3 +50,18 @@ def test_a_tampered_file_is_released_but_not_verified(tmp_path):
     card = render.audit(collect_release(r))
     assert card["nextcloud"]["conditions"]["model_self_hostable"] == {
         "met": True, "why": "weights at model/model.safetensors", "verified": False}
+
+
+def test_every_dataset_file_counts(tmp_path):
+    r = release_tree(tmp_path)
+    (r / "dataset/data/en/s/part-00001.parquet").write_bytes(b"swapped rows")
+    item = collect_release(r).get("Datasets")
+    assert item.released and not item.verified and item.note.startswith("1 of 2 files")
+
+
+def test_code_built_from_a_modified_worktree_is_only_claimed(tmp_path):
+    ev = collect_release(release_tree(tmp_path, dirty=True))
+    code = ev.get("Training code")
+    assert code.released and not code.verified and "modified worktree" in code.note
+    nc1 = nextcloud.rate(ev)["conditions"]["open_source_software"]
+    assert nc1["met"] and not nc1["verified"]
