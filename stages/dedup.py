@@ -121,10 +121,7 @@ def run(ctx: StageContext) -> None:
             if keep[i]:
                 yield d
 
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
-        entries = io.write_docs(tmp, kept_rows(), ctx.params.ingest.rows_per_shard)
-        io.write_manifest(tmp, entries)
-        io.write_jsonl(tmp / "removed.jsonl", removed)
+    io.write_corpus(ctx.path(OUT), kept_rows(), ctx.params.ingest.rows_per_shard, "removed.jsonl", removed)
     ctx.write_metrics("metrics/dedup.json", {**ledger.as_dict(), "near_duplicate_clusters": n_clusters})
     ctx.dataset(OUT, "output")
     ctx.summary(f"{ledger.summary()}, {n_clusters} near-duplicate clusters -> {OUT}")

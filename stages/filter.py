@@ -152,10 +152,7 @@ def run(ctx: StageContext) -> None:
                 c["rejected"] += 1
             dropped.append({"id": doc["id"], "source": doc["source"], "rule": rule, "detail": detail, "verdict": verdict})
 
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
-        entries = io.write_docs(tmp, kept(), ctx.params.ingest.rows_per_shard)
-        io.write_manifest(tmp, entries)
-        io.write_jsonl(tmp / "dropped.jsonl", dropped)
+    io.write_corpus(ctx.path(OUT), kept(), ctx.params.ingest.rows_per_shard, "dropped.jsonl", dropped)
     metrics = {**ledger.as_dict(),
                "per_source": {s: dict(sorted(c.items())) for s, c in sorted(per_source.items())}}
     ctx.write_metrics("metrics/filter.json", metrics)

@@ -178,10 +178,8 @@ def run(ctx: StageContext) -> None:
         for src in prm.data.sources
         for doc in read_source(root, src, prm.ingest, prm.data.languages, ledger, rejects, per_source, seen_ids)
     )
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
-        entries = io.write_docs(tmp, ctx.progress(docs, None, "reading sources"), prm.ingest.rows_per_shard)
-        io.write_manifest(tmp, entries, per_source=per_source)
-        io.write_jsonl(tmp / "rejected.jsonl", rejects)
+    io.write_corpus(ctx.path(OUT), ctx.progress(docs, None, "reading sources"), prm.ingest.rows_per_shard,
+                    "rejected.jsonl", rejects, per_source=per_source)
     ctx.write_metrics("metrics/ingest.json", {**ledger.as_dict(), "per_source": per_source})
     ctx.dataset(OUT, "output")
     ctx.summary(f"{ledger.summary()} from {len(prm.data.sources)} sources -> {OUT}")

@@ -122,6 +122,15 @@ def write_manifest(out_dir: Path, entries: list[dict], **extra) -> None:
     write_json(out_dir / MANIFEST, {"files": entries, "rows": sum(e["rows"] for e in entries), **extra})
 
 
+def write_corpus(out: str | Path, rows: Iterable[dict], rows_per_shard: int, log_name: str, log: list,
+                 **manifest_extra) -> None:
+    """A data stage's output directory, atomically: Parquet shards + manifest + `log_name` (JSONL), the
+    per-document record of what the stage removed. `log` may fill up while `rows` is consumed."""
+    with atomic_dir(out) as tmp:
+        write_manifest(tmp, write_docs(tmp, rows, rows_per_shard), **manifest_extra)
+        write_jsonl(tmp / log_name, log)
+
+
 def read_docs(in_dir: str | Path) -> Iterator[dict]:
     """Iterate the rows of a document directory in manifest order (the order is part of the contract)."""
     in_dir = Path(in_dir)
