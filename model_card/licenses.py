@@ -30,9 +30,10 @@ def spdx_id(name: str | None) -> str | None:
     """Map a license string to its SPDX id when it is one under another case (HF cards use lower case)."""
     if not name:
         return None
+    name = name.strip()
     if name in _spdx() or name in OPEN_DATA:
         return name
-    lower = {k.lower(): k for k in _spdx()}
+    lower = {k.lower(): k for k in (*_spdx(), *OPEN_DATA)}  # OPEN_DATA has non-SPDX ids (ODC-PDDL-1.0)
     return lower.get(name.lower(), name)
 
 

@@ -19,8 +19,8 @@ or a base/end model split. Policy (never guess "open"):
 from __future__ import annotations
 
 from .evidence import Evidence, Item
-from .osaid import license_id
-from .licenses import is_open
+
+from .licenses import is_open, spdx_id
 
 # Note §3.2, in the index's order.
 PARAMETERS = (
@@ -110,7 +110,7 @@ def _licenses(ev: Evidence) -> dict:
         if not rel:
             continue  # not available
         items += rel
-        n_open = sum(is_open(license_id(i.license)) for i in rel)
+        n_open = sum(is_open(spdx_id(i.license)) for i in rel)
         status[part] = "fully" if n_open == len(rel) else "partially" if n_open else "not"
     desc = "; ".join(f"{p}: {s} open ({', '.join(str(i.license) for i in items if i.component in parts[p])})"
                      for p, s in status.items())

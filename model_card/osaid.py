@@ -18,7 +18,7 @@ component that carries it (the data card), never by judging the text.
 from __future__ import annotations
 
 from .evidence import Evidence, Item
-from .licenses import OPEN_DATA, is_open, is_osi, spdx_id
+from .licenses import is_open, is_osi, spdx_id
 
 # OSAID-C (note §1.1 "complete source used to train and run the system ...: data processing and
 # filtering code, training code with arguments and settings, validation and testing code,
@@ -45,27 +45,18 @@ DATASETS = "Datasets"
 DATA_CARD = "Data card"
 
 
-def license_id(name: str | None) -> str | None:
-    """SPDX spelling of a license string (HF cards write `apache-2.0`); open-data ids that are not
-    SPDX ids (e.g. `ODC-PDDL-1.0`) are matched case-insensitively against the MOT list too."""
-    sid = spdx_id(name.strip()) if name else None
-    if sid and sid not in OPEN_DATA:
-        sid = next((o for o in OPEN_DATA if o.lower() == sid.lower()), sid)
-    return sid
-
-
 def osd_terms(name: str | None) -> bool:
     """"OSI-approved terms" for parameters and data information (note §1.4): OSI-approved
     licenses or OSD-compatible data/documentation licenses (CC-BY, CC-BY-SA, CDLA-Permissive...).
     Non-commercial (CC-BY-NC-*), research-only and acceptable-use licenses (Llama community
     licenses, RAIL family, Falcon TII) are not on either list and fail the "any purpose" freedom.
     Implemented as licenses.is_open (OSI-approved or FSF-libre in SPDX, or the MOT open-data list)."""
-    return is_open(license_id(name))
+    return is_open(spdx_id(name))
 
 
 def osi_license(name: str | None) -> bool:
     """Code: "any license on the OSI approved list" (note §1.4)."""
-    return is_osi(license_id(name))
+    return is_osi(spdx_id(name))
 
 
 def _released(ev: Evidence, component: str) -> Item | None:
@@ -125,7 +116,7 @@ def _code(ev: Evidence) -> dict:
             "not released: " + ", ".join(missing) if missing else "",
             "not under an OSI-approved license: " + ", ".join(bad) if bad else ""]))
         return _element(False, present, why)
-    lics = sorted({license_id(i.license) for i in present})
+    lics = sorted({spdx_id(i.license) for i in present})
     return _element(True, present, "all code components released under " + ", ".join(lics))
 
 
@@ -138,7 +129,7 @@ def _parameters(ev: Evidence) -> dict:
     if not osd_terms(w.license):
         return _element(False, [w], f"parameters under {w.license or 'no license'}: not OSI-approved "
                                     "terms (use, study, modify, share for any purpose)")
-    return _element(True, [w], f"parameters released under {license_id(w.license)}")
+    return _element(True, [w], f"parameters released under {spdx_id(w.license)}")
 
 
 def _freedoms(ev: Evidence) -> dict:
@@ -159,7 +150,7 @@ def _freedoms(ev: Evidence) -> dict:
     if not items:
         return _element(False, [], "no licensed component: no terms grant the four freedoms")
     return _element(True, items, "no use, user or purpose restriction in the terms of " +
-                    ", ".join(sorted({license_id(i.license) for i in items})))
+                    ", ".join(sorted({spdx_id(i.license) for i in items})))
 
 
 def evaluate(ev: Evidence) -> dict:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from . import mof, mof_export, nextcloud, osai_index, osaid
 from .evidence import Evidence
-from . import nextcloud
 
 TEMPLATES = Path(__file__).parent / "templates"
 BADGE_FILL = {"green": "#2e7d32", "yellow": "#f9a825", "orange": "#ef6c00", "red": "#c62828"}
@@ -18,9 +18,22 @@ def env() -> Environment:
                        trim_blocks=True, lstrip_blocks=True)
 
 
-def audit(ev: Evidence) -> dict:
-    """The JSON contract: one key per framework + the evidence. (OSAID, MOF, OSAI index: later work.)"""
-    return {"nextcloud": nextcloud.rate(ev), "evidence": ev.to_dict()}
+def audit(ev: Evidence, name: str = "release") -> dict:
+    """The JSON contract: one key per framework, each computed from the same evidence record.
+
+    osaid.compliant / osaid.failures; mof.class (0 = unclassified, 3, 2, 1) / mof.progress;
+    osai_index.score / osai_index.parameters; nextcloud.color / nextcloud.conditions; evidence.
+    The MOF class is computed on the MOT record exported from the evidence (model_card.mof_export).
+    """
+    m = mof.evaluate(mof_export.to_record(ev, name))
+    return {
+        "osaid": osaid.evaluate(ev),
+        "mof": {"class": m["class"], "label": m["label"], "progress": m["progress"],
+                "components": m["components"], "warnings": m["warnings"]},
+        "osai_index": osai_index.evaluate(ev),
+        "nextcloud": nextcloud.rate(ev),
+        "evidence": ev.to_dict(),
+    }
 
 
 def to_json(card: dict) -> str:
@@ -34,6 +47,7 @@ def to_markdown(card: dict) -> str:
 def badge_svg(card: dict) -> str:
     color = card["nextcloud"]["color"]
     label, value = "Nextcloud Ethical AI", f"{color} ({card['nextcloud']['conditions_met']}/3)"
+    # One badge, the traffic light Lucie's authors use; the other frameworks are in the card itself.
     lw, vw = 7 * len(label) + 10, 7 * len(value) + 10
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{lw + vw}" height="20" role="img" aria-label="{label}: {value}">'

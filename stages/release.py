@@ -73,12 +73,13 @@ def git_archive(root: Path, out: Path) -> dict:
         return res.stdout
 
     commit = git("rev-parse", "HEAD").decode().strip()
+    commit_date = git("log", "-1", "--format=%cs", commit).decode().strip()
     name = f"lucie-repro-{commit[:12]}.tar.gz"
     (out / name).write_bytes(git("archive", "--format=tar.gz", f"--prefix=lucie-repro-{commit[:12]}/", commit))
     # A run rewrites dvc.lock and the metrics/plots files it tracks in git; other edits mean the code that
     # ran is not the commit archived here.
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!metrics", ":!plots")
-    return {"commit": commit, "archive": name, "sha256": io.sha256_file(out / name),
+    return {"commit": commit, "date": commit_date, "archive": name, "sha256": io.sha256_file(out / name),
             "dirty_worktree": bool(status.strip()), "license": project_license(root)}
 
 
@@ -154,6 +155,7 @@ def manifest(tree: Path, lin: dict) -> dict:
 
 
 def run(ctx: StageContext) -> None:
+    from model_card import mof_export
     from model_card import render as orender
     from model_card.evidence import collect_release
 
@@ -177,7 +179,7 @@ def run(ctx: StageContext) -> None:
         # Two passes: the rating cannot depend on the card's own bytes, so rate, write the cards, re-check.
         def rate():
             io.write_json(tmp / "MANIFEST.json", manifest(tmp, lin))
-            return orender.audit(collect_release(tmp))
+            return orender.audit(collect_release(tmp), p.release.model_name)
 
         for key in MODELS:
             (tmp / key / "README.md").write_text(model_card(p, key, evals, metrics, "", p.release.model_name))
@@ -186,20 +188,28 @@ def run(ctx: StageContext) -> None:
         for key in MODELS:
             (tmp / key / "README.md").write_text(model_card(p, key, evals, metrics, md, p.release.model_name))
         card = rate()
-        if card["nextcloud"] != first["nextcloud"]:
+        frameworks = ("osaid", "mof", "osai_index", "nextcloud")
+        if any(card[f] != first[f] for f in frameworks):
             raise StageError("the openness rating changed when the model cards were written into the release")
         (tmp / "openness").mkdir()
         (tmp / "openness" / "openness.json").write_text(orender.to_json(card))
         (tmp / "openness" / "openness.md").write_text(md)
         (tmp / "openness" / "badge.svg").write_text(orender.badge_svg(card))
+        record = mof_export.to_record(collect_release(tmp), p.release.model_name, code["date"],
+                                      producer=p.release.organization, repository=p.release.code_url)
+        (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
     n_files = len(io.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
     nc = card["nextcloud"]
     ctx.write_metrics("metrics/release.json", {"files": n_files, "dataset_docs": ds["docs"],
                                                "nextcloud_color": nc["color"], "nextcloud_conditions_met": nc["conditions_met"],
+                                               "osaid_compliant": card["osaid"]["compliant"], "mof_class": card["mof"]["class"],
+                                               "osai_index_score": round(card["osai_index"]["score"], 4),
                                                "verified_components": sum(c["verified"] for c in card["evidence"]["components"])})
     ctx.tracker.artifact(ctx.path(OUT) / "openness", "openness")
     ctx.summary(f"{n_files} files, dataset {ds['docs']} docs, code {code['commit'][:12]}, "
-                f"Nextcloud {nc['color']} ({nc['conditions_met']}/3) -> {OUT}")
+                f"Nextcloud {nc['color']} ({nc['conditions_met']}/3), OSAID "
+                f"{'compliant' if card['osaid']['compliant'] else 'not compliant'}, MOF {card['mof']['label']}, "
+                f"OSAI index {card['osai_index']['score']:.2f} -> {OUT}")
 
 
 def main() -> None:

@@ -65,3 +65,34 @@ def test_code_built_from_a_modified_worktree_is_only_claimed(tmp_path):
     assert code.released and not code.verified and "modified worktree" in code.note
     nc1 = nextcloud.rate(ev)["conditions"]["open_source_software"]
     assert nc1["met"] and not nc1["verified"]
+
+
+def test_the_audit_covers_all_four_frameworks_and_names_what_is_missing(tmp_path):
+    card = render.audit(collect_release(release_tree(tmp_path)), "tiny")
+    assert set(card) == {"osaid", "mof", "osai_index", "nextcloud", "evidence"}
+    # The small tree has no supporting-libraries component: OSAID must say exactly that.
+    assert not card["osaid"]["compliant"]
+    assert any("Supporting libraries and tools" in f["why"] for f in card["osaid"]["failures"])
+    assert card["mof"]["class"] in (0, 1, 2, 3) and set(card["mof"]["progress"]) == {"1", "2", "3"}
+    assert len(card["osai_index"]["parameters"]) == 12 and 0 <= card["osai_index"]["score"] <= 1
+    md = render.to_markdown(card)
+    assert "not compliant" in md and "Supporting libraries and tools" in md
+
+
+def test_the_mof_export_is_a_valid_mot_record(tmp_path):
+    from pathlib import Path
+
+    import jsonschema
+    import pytest
+    import yaml
+
+    from model_card import mof, mof_export
+
+    schema_path = Path(__file__).resolve().parent.parent.parent / "shared/openness/mof_schema.json"
+    if not schema_path.exists():
+        pytest.skip(f"MOF schema not found at {schema_path} (CI keeps shared/ beside the clone)")
+    record = mof_export.to_record(collect_release(release_tree(tmp_path)), "tiny", "2026-11-25", producer="me")
+    jsonschema.validate(yaml.safe_load(mof_export.to_yaml(record)), json.loads(schema_path.read_text()))
+    result = mof.evaluate(record)
+    assert result["components"]["Model parameters (Final)"]["status"] == "included"
+    assert result["components"]["Model parameters (Final)"]["license"] == "Apache-2.0"  # SPDX spelling, not apache-2.0

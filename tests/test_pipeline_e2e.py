@@ -114,6 +114,11 @@ def test_training_learns_and_release_loads(repo):
     openness = json.loads((root / "release/openness/openness.json").read_text())
     assert openness["nextcloud"]["color"] == "green"
     assert all(c["verified"] for c in openness["evidence"]["components"])
+    assert openness["osaid"]["compliant"] or openness["osaid"]["failures"]  # never a silent "no"
+    assert len(openness["osai_index"]["parameters"]) == 12
+    # An auditor's `lucie audit` recomputes exactly the card the release stage wrote.
+    audited = run(["lucie", "audit", "release", "--format", "json"], root, repo["env"]).stdout
+    assert json.loads(audited) == openness
 
 
 def test_published_tree_is_read_back(repo):
