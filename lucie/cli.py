@@ -56,7 +56,7 @@ def audit(path: Path = typer.Argument(..., help="A release directory written by 
 
     if not (path / "MANIFEST.json").exists():
         raise typer.BadParameter(f"{path} is not a release directory (no MANIFEST.json)")
-    card = render.audit(collect_release(path), path.resolve().name)
+    card = render.audit(collect_release(path))  # `lucie audit release` reproduces the release stage's card
     typer.echo(render.to_json(card) if format == "json" else render.to_markdown(card))
 
 

@@ -64,12 +64,13 @@ def card_yaml(readme: Path) -> dict:
     return yaml.safe_load(text[3:end]) or {}
 
 
-def collect_release(release: Path) -> Evidence:
-    """Evidence from a release/ tree written by the release stage."""
+def collect_release(release: Path, label: str | None = None) -> Evidence:
+    """Evidence from a release/ tree written by the release stage; `label` names it in the record
+    (default: the path as given), so the same tree gives the same record wherever it is read from."""
     release = Path(release)
     manifest = json.loads((release / "MANIFEST.json").read_text()) if (release / "MANIFEST.json").exists() else {}
     recorded: dict = manifest.get("files", {})
-    ev = Evidence(source=str(release), lineage=manifest.get("lineage", {}))
+    ev = Evidence(source=label or str(release), lineage=manifest.get("lineage", {}))
 
     def item(component, ctype, rel, license, note="", members=None):
         """One component; `members` (all its files) must all match the manifest for it to be verified."""

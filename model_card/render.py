@@ -18,14 +18,14 @@ def env() -> Environment:
                        trim_blocks=True, lstrip_blocks=True)
 
 
-def audit(ev: Evidence, name: str = "release") -> dict:
+def audit(ev: Evidence) -> dict:
     """The JSON contract: one key per framework, each computed from the same evidence record.
 
     osaid.compliant / osaid.failures; mof.class (0 = unclassified, 3, 2, 1) / mof.progress;
     osai_index.score / osai_index.parameters; nextcloud.color / nextcloud.conditions; evidence.
     The MOF class is computed on the MOT record exported from the evidence (model_card.mof_export).
     """
-    m = mof.evaluate(mof_export.to_record(ev, name))
+    m = mof.evaluate(mof_export.to_record(ev, ev.source))  # the class algorithm reads no name or date
     return {
         "osaid": osaid.evaluate(ev),
         "mof": {"class": m["class"], "label": m["label"], "progress": m["progress"],

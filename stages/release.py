@@ -179,7 +179,7 @@ def run(ctx: StageContext) -> None:
         # Two passes: the rating cannot depend on the card's own bytes, so rate, write the cards, re-check.
         def rate():
             io.write_json(tmp / "MANIFEST.json", manifest(tmp, lin))
-            return orender.audit(collect_release(tmp), p.release.model_name)
+            return orender.audit(collect_release(tmp, OUT))
 
         for key in MODELS:
             (tmp / key / "README.md").write_text(model_card(p, key, evals, metrics, "", p.release.model_name))
@@ -195,7 +195,7 @@ def run(ctx: StageContext) -> None:
         (tmp / "openness" / "openness.json").write_text(orender.to_json(card))
         (tmp / "openness" / "openness.md").write_text(md)
         (tmp / "openness" / "badge.svg").write_text(orender.badge_svg(card))
-        record = mof_export.to_record(collect_release(tmp), p.release.model_name, code["date"],
+        record = mof_export.to_record(collect_release(tmp, OUT), p.release.model_name, code["date"],
                                       producer=p.release.organization, repository=p.release.code_url)
         (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
     n_files = len(io.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
