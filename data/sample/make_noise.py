@@ -66,7 +66,8 @@ NEAR_DUP_MIN_JACCARD = 0.80
 SHINGLE = 5
 NOISE_LICENSE = "CC0-1.0"
 NOISE_CATEGORY = "web"
-FIELDS = ["id", "text", "lang", "category", "license", "url", "date"]
+FIELDS = ["id", "text", "lang", "source", "category", "license", "url", "date"]
+NOISE_SOURCE = "lucie-sample-noise"
 
 EXPECT = {
     "exact_duplicate": ("dedup", "exact"),
@@ -279,7 +280,7 @@ def build() -> tuple[dict[str, list[dict]], list[dict]]:
 
         def add(kind, text, url, original=None):
             nid = f"{lang}-noise-{len(docs) + 1:03d}"
-            docs.append({"id": nid, "text": text, "lang": lang, "category": NOISE_CATEGORY,
+            docs.append({"id": nid, "text": text, "lang": lang, "source": NOISE_SOURCE, "category": NOISE_CATEGORY,
                          "license": NOISE_LICENSE, "url": url, "date": random_date(rng)})
             stage_, rule = EXPECT[kind]
             manifest.append({"id": nid, "lang": lang, "kind": kind, "expected_stage": stage_,
