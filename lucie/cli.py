@@ -47,6 +47,22 @@ def recipe(name: str = typer.Argument(..., help="A file recipes/<name>.yaml, e.g
     typer.echo(f"params.yaml <- {src}")
 
 
+@app.command("inspect-batch")
+def inspect_batch(step: int = typer.Argument(..., help="Optimizer step, 1-based as in plots/pretrain_loss.csv."),
+                  root: Path = typer.Option(Path("."), help="Repository root."),
+                  world_size: int = typer.Option(1, help="Processes the run used (the batch is global anyway).")):
+    """Print which documents (and which token ranges of them) a training step saw."""
+    from stages.batches import documents_of_step
+    from stages.params import load
+    from stages.runtime import params_path
+
+    rows = documents_of_step(load(params_path(root)), root / "data/tokens/train", step, world_size)
+    typer.echo(f"{'sample':>8} {'doc_id':<24} {'doc tokens':>14} {'in sample':>12}")
+    for r in rows:
+        d0, s0 = r["doc_token_start"], r["sample_token_start"]
+        typer.echo(f"{r['sample']:>8} {r['doc_id']:<24} {d0:>6}-{d0 + r['length']:<7} {s0:>5}-{s0 + r['length']:<6}")
+
+
 @app.command()
 def audit(path: Path = typer.Argument(..., help="A release directory written by the release stage."),
           format: str = typer.Option("md", help="json or md.")):

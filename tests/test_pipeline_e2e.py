@@ -144,6 +144,23 @@ def test_every_stage_is_an_mlflow_run_of_one_pipeline(repo):
     assert by_stage["ingest"].data.tags["git_commit"] != "unknown"
 
 
+def test_inspect_batch_names_the_documents_a_step_saw(repo):
+    import pyarrow.parquet as pq
+
+    root = repo["root"]
+    out = run(["lucie", "inspect-batch", "2"], root, repo["env"]).stdout.splitlines()[1:]
+    rows = [l.split() for l in out]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    per_sample: dict = {}
+    for sample, doc_id, _doc_range, in_sample in rows:
+        a, b = map(int, in_sample.split("-"))
+        per_sample[int(sample)] = per_sample.get(int(sample), 0) + (b - a)
+    assert len(per_sample) == params["pretrain"]["micro_batch_size"] * params["pretrain"]["grad_accum"]
+    assert set(per_sample.values()) == {params["tokenize"]["seq_len"]}  # every sample fully accounted for
+    train_ids = set(pq.read_table(next((root / "data/mixed/train").glob("*.parquet")), columns=["id"]).column("id").to_pylist())
+    assert {r[1] for r in rows} <= train_ids
+
+
 def test_noop_repro_changes_nothing(repo):
     proc = run(["dvc", "repro"], repo["root"], repo["env"])
     assert ran(proc) == []

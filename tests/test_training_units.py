@@ -51,3 +51,17 @@ def test_alignment_data_errors_name_file_and_line(tmp_path):
     with pytest.raises(AlignDataError, match=r"pref.jsonl:1: missing 'rejected'"):
         load_jsonl(f, "dpo")
     assert len(load_jsonl(write(tmp_path / "ok.jsonl", [good, good]), "sft")) == 2
+
+
+def test_step_samples_are_the_pretrain_order():
+    import yaml
+
+    from stages.batches import step_samples
+    from stages.params import parse
+    from repo_copy import PROJECT
+
+    p = parse(yaml.safe_load((PROJECT / "params.yaml").read_text()))
+    g = p.pretrain.micro_batch_size * p.pretrain.grad_accum
+    assert step_samples(p, 1000, 3) == sample_order(p.seed, 1000, 2 * g, g).tolist()
+    with pytest.raises(ValueError, match="pretrain.steps"):
+        step_samples(p, 1000, p.pretrain.steps + 1)
