@@ -9,7 +9,6 @@ model weights; per-sample outputs go to artifacts/eval/.
 """
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from collections import defaultdict

@@ -71,7 +71,7 @@ def schedule(docs: list[dict], p: Mix, seed: int, chronological: bool) -> list[t
         for pos, it in enumerate(items):
             slots[it[1]].append(pos)
         reordered = list(items)
-        for source, positions in slots.items():
+        for positions in slots.values():
             members = sorted((items[i] for i in positions), key=lambda t: (t[2], t[3], t[0]))
             for pos, it in zip(positions, members):
                 reordered[pos] = it

@@ -127,11 +127,6 @@ class Tracker:
         tag = InputTag("mlflow.data.context", context)
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[tag])])
 
-    def tags(self, tags: dict) -> None:
-        if self.active:
-            for k, v in tags.items():
-                self.client.set_tag(self.run_id, k, str(v))
-
 
 @contextlib.contextmanager
 def stage_run(stage: str, root: Path, uri: str, experiment: str, enabled: bool, tags: dict) -> Iterator[Tracker]:
