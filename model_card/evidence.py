@@ -92,8 +92,11 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
     # Code from a modified worktree is not the archived commit: released, but only claimed.
     code_note = "no source archive" if not archive else (
         "built from a modified worktree: the archive is not the code that ran" if code.get("dirty_worktree") else "")
-    data_files = sorted(str(f.relative_to(release)) for f in (release / "dataset/data").rglob("*.parquet")) \
-        if (release / "dataset/data").exists() else []
+    def files(sub: str, pattern: str) -> list[str]:
+        return sorted(str(f.relative_to(release)) for f in (release / sub).rglob(pattern)) if (release / sub).exists() else []
+
+    data_files, eval_files, samples = files("dataset/data", "*.parquet"), files("dataset/eval", "*.jsonl"), \
+        files("model/eval_samples", "*.jsonl")
     ev.components = [
         item("Model parameters (Final)", "data", "model/model.safetensors", model_lic),
         *(item(c, "code", archive, code_lic, code_note) for c in
@@ -102,6 +105,10 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
         item("Model card", "document", "model/README.md", model_lic),
         item("Data card", "document", "dataset/README.md", data_lic),
         item("Evaluation results", "document", "model/eval_results.json", model_lic),
+        item("Technical report", "document", "model/technical_report.md", model_lic),
+        item("Evaluation data", "data", eval_files[0] if eval_files else None, data_lic, members=eval_files),
+        item("Sample model outputs", "document", samples[0] if samples else None, model_lic, members=samples),
+        item("Model metadata", "data", "model/config.json", model_lic),
     ]
     if code:
         ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "commit") if k in code})

@@ -64,6 +64,20 @@ def model_card(p, key: str, evals: dict, metrics: dict, openness_md: str, base_n
     return str(card)
 
 
+def technical_report(ctx: StageContext, evals: dict, metrics: dict, commit: str) -> str:
+    """A report of this run rendered from the pipeline's own metrics (the MOF's 'Technical report')."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(CARD_TEMPLATE.parent), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    m = {k: io.read_json(ctx.path(f"metrics/{k}.json")) for k in ("ingest", "filter", "dedup", "mix", "tokenizer")}
+    p = ctx.params
+    return env.get_template("technical_report.md.j2").render(
+        name=p.release.model_name, commit=commit, recipe=p.recipe, pretrain=metrics["pretrain"],
+        align=metrics["align"], evals=evals, model=p.model.model_dump(), hp=p.pretrain.model_dump(),
+        ingest=m["ingest"], filt=m["filter"], dedup=m["dedup"], mix=m["mix"], tokenizer=m["tokenizer"])
+
+
 def git_archive(root: Path, out: Path) -> dict:
     def git(*args):
         res = subprocess.run(["git", *args], cwd=root, capture_output=True)
@@ -171,10 +185,15 @@ def run(ctx: StageContext) -> None:
             (d / "training_logs").mkdir()
             shutil.copy(ctx.path("plots/pretrain_loss.csv"), d / "training_logs" / "pretrain_loss.csv")
         ds = write_dataset(ctx, tmp / "dataset")
+        (tmp / "dataset" / "eval").mkdir()  # the evaluation data, next to the training data it must not overlap
+        for t in p.evaluate.tasks:
+            shutil.copy(ctx.path(t.path), tmp / "dataset" / "eval" / f"{t.name}.jsonl")
+        shutil.copytree(ctx.path("artifacts/eval"), tmp / "model" / "eval_samples")  # per-sample outputs
         (tmp / "code").mkdir()
         code = {"repository": p.release.code_url, **git_archive(ctx.root, tmp / "code")}
         io.write_json(tmp / "code" / "code.json", code)
         lin = lineage(ctx.root, code["commit"])
+        (tmp / "model" / "technical_report.md").write_text(technical_report(ctx, evals, metrics, code["commit"]))
 
         # Two passes: the rating cannot depend on the card's own bytes, so rate, write the cards, re-check.
         def rate():
