@@ -10,6 +10,7 @@ Record (JSON): {"source": path, "components": [{"component", "type", "released",
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -72,17 +73,21 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
     recorded: dict = manifest.get("files", {})
     ev = Evidence(source=label or str(release), lineage=manifest.get("lineage", {}))
 
+    @functools.cache
+    def digest(rel: str) -> str:  # the five code components share one archive: hash each file once
+        return _sha256(release / rel)
+
     def item(component, ctype, rel, license, note="", members=None):
         """One component; `members` (all its files) must all match the manifest for it to be verified."""
         path = release / rel if rel else None
         if path is None or not path.exists():
             return Item(component, ctype, released=False, note=note or f"{rel} not in the release")
         files = members or [rel]
-        bad = [f for f in files if recorded.get(f) != _sha256(release / f)]
+        bad = [f for f in files if recorded.get(f) != digest(f)]
         ok = not bad and not note
         why = note or ("sha256 matches the release manifest" + (f" ({len(files)} files)" if members else "")
                        if not bad else f"{len(bad)} of {len(files)} files: sha256 differs from the release manifest or is not listed")
-        return Item(component, ctype, True, rel, license, ok, _sha256(path), why)
+        return Item(component, ctype, True, rel, license, ok, digest(rel), why)
 
     model_lic = card_yaml(release / "model" / "README.md").get("license")
     data_lic = card_yaml(release / "dataset" / "README.md").get("license")

@@ -24,7 +24,9 @@ from . import io
 from .runtime import StageContext, StageError, stage
 
 OUT = "release"
-MODELS = {"model": "artifacts/models/base", "instruct": "artifacts/models/instruct"}
+# release subtree -> (pipeline output, key of its results in metrics/eval.json)
+MODELS = {"model": ("artifacts/models/base", "base"), "instruct": ("artifacts/models/instruct", "instruct")}
+METRICS = ("ingest", "filter", "dedup", "mix", "tokenizer", "pretrain", "align", "eval")
 CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card" / "templates" / "model_card.md.j2"
 
 
@@ -42,40 +44,36 @@ def eval_results(evals: dict, model_key: str, harness: str):
     return out
 
 
-def model_card(p, key: str, evals: dict, metrics: dict, openness_md: str, base_name: str) -> str:
+def model_card(p, key: str, metrics: dict, openness_md: str) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
-    r = p.release
+    r, evals, eval_key = p.release, metrics["eval"], MODELS[key][1]
     name = r.model_name if key == "model" else f"{r.model_name}-instruct"
     data = ModelCardData(
         language=r.languages, license=r.license, library_name="transformers", pipeline_tag="text-generation",
         datasets=[f"{r.organization}/{r.model_name}-data"], model_name=name,
-        base_model=None if key == "model" else f"{r.organization}/{base_name}",
-        eval_results=eval_results(evals, "base" if key == "model" else "instruct",
-                                  f"{evals['harness']['name']} {evals['harness']['version']}"),
+        base_model=None if key == "model" else f"{r.organization}/{r.model_name}",
+        eval_results=eval_results(evals, eval_key, f"{evals['harness']['name']} {evals['harness']['version']}"),
         tags=["lucie-repro", "openness-audit"],
     )
     card = ModelCard.from_template(
         data, template_path=str(CARD_TEMPLATE), model_id=f"{r.organization}/{name}", recipe=p.recipe,
         kind="base" if key == "model" else "instruct (SFT + DPO)", model=p.model.model_dump(),
-        pretrain=metrics["pretrain"], align=metrics.get("align"), evals=evals["models"]["base" if key == "model" else "instruct"],
+        pretrain=metrics["pretrain"], align=metrics["align"], evals=evals["models"][eval_key],
         code_url=r.code_url, openness=openness_md,
     )
     return str(card)
 
 
-def technical_report(ctx: StageContext, evals: dict, metrics: dict, commit: str) -> str:
+def technical_report(p, metrics: dict, commit: str) -> str:
     """A report of this run rendered from the pipeline's own metrics (the MOF's 'Technical report')."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from model_card.render import env
 
-    env = Environment(loader=FileSystemLoader(CARD_TEMPLATE.parent), undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    m = {k: io.read_json(ctx.path(f"metrics/{k}.json")) for k in ("ingest", "filter", "dedup", "mix", "tokenizer")}
-    p = ctx.params
-    return env.get_template("technical_report.md.j2").render(
-        name=p.release.model_name, commit=commit, recipe=p.recipe, pretrain=metrics["pretrain"],
-        align=metrics["align"], evals=evals, model=p.model.model_dump(), hp=p.pretrain.model_dump(),
-        ingest=m["ingest"], filt=m["filter"], dedup=m["dedup"], mix=m["mix"], tokenizer=m["tokenizer"])
+    m = metrics
+    return env().get_template("technical_report.md.j2").render(
+        name=p.release.model_name, commit=commit, recipe=p.recipe, pretrain=m["pretrain"], align=m["align"],
+        evals=m["eval"], model=p.model.model_dump(), hp=p.pretrain.model_dump(), ingest=m["ingest"],
+        filt=m["filter"], dedup=m["dedup"], mix=m["mix"], tokenizer=m["tokenizer"])
 
 
 def git_archive(root: Path, out: Path) -> dict:
@@ -107,7 +105,7 @@ def project_license(root: Path) -> str:
     return lic
 
 
-def write_dataset(ctx: StageContext, out: Path) -> dict:
+def write_dataset(ctx: StageContext, out: Path, metrics: dict) -> dict:
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from datasheets.datasheet import render, source_facts
@@ -120,15 +118,14 @@ def write_dataset(ctx: StageContext, out: Path) -> dict:
         d = out / "data" / lang / source
         d.mkdir(parents=True)
         io.write_docs(d, members, ctx.params.ingest.rows_per_shard)
-    ingest = io.read_json(ctx.path("metrics/ingest.json"))
-    filt = io.read_json(ctx.path("metrics/filter.json"))
     removed = Counter(json.loads(l)["source"] for l in open(ctx.path("data/dedup/removed.jsonl")) if l.strip())
     (out / "datasheets").mkdir()
     by_source = defaultdict(list)
     for r in rows:
         by_source[r["source"]].append(r)
     for src in ctx.params.data.sources:
-        facts = source_facts(src.name, by_source.get(src.name, []), ingest, filt, removed, src.model_dump())
+        facts = source_facts(src.name, by_source.get(src.name, []), metrics["ingest"], metrics["filter"], removed,
+                             src.model_dump())
         (out / "datasheets" / f"{src.name}.md").write_text(render(facts), encoding="utf-8")
     licenses = sorted({r["license"] for r in rows})
     langs = sorted({lang for lang, _ in groups} - {"code"})
@@ -162,7 +159,11 @@ def lineage(root: Path, commit: str) -> dict:
     return {"git_commit": commit, "stages": outs}
 
 
-def manifest(tree: Path, lin: dict) -> dict:
+def manifest(tree: Path, lin: dict, previous: dict | None = None, changed: tuple[str, ...] = ()) -> dict:
+    """sha256 of every file but the manifest and the openness card; with `previous`, only `changed`
+    files are hashed again (the second rating pass rewrites just the model cards)."""
+    if previous:
+        return {"files": {**previous["files"], **{rel: io.sha256_file(tree / rel) for rel in changed}}, "lineage": lin}
     files = {str(f.relative_to(tree)): io.sha256_file(f) for f in sorted(tree.rglob("*"))
              if f.is_file() and f.name != "MANIFEST.json" and f.relative_to(tree).parts[0] != "openness"}
     return {"files": files, "lineage": lin}
@@ -174,17 +175,16 @@ def run(ctx: StageContext) -> None:
     from model_card.evidence import collect_release
 
     p = ctx.params
-    evals = io.read_json(ctx.path("metrics/eval.json"))
-    metrics = {"pretrain": io.read_json(ctx.path("metrics/pretrain.json")), "align": io.read_json(ctx.path("metrics/align.json"))}
+    metrics = {k: io.read_json(ctx.path(f"metrics/{k}.json")) for k in METRICS}  # read once, used by every card
     with io.atomic_dir(ctx.path(OUT)) as tmp:
-        for key, src in MODELS.items():
+        for key, (src, eval_key) in MODELS.items():
             d = tmp / key
             shutil.copytree(ctx.path(src), d)
-            io.write_json(d / "eval_results.json", evals["models"]["base" if key == "model" else "instruct"])
+            io.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
             shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
             (d / "training_logs").mkdir()
             shutil.copy(ctx.path("plots/pretrain_loss.csv"), d / "training_logs" / "pretrain_loss.csv")
-        ds = write_dataset(ctx, tmp / "dataset")
+        ds = write_dataset(ctx, tmp / "dataset", metrics)
         (tmp / "dataset" / "eval").mkdir()  # the evaluation data, next to the training data it must not overlap
         for t in p.evaluate.tasks:
             shutil.copy(ctx.path(t.path), tmp / "dataset" / "eval" / f"{t.name}.jsonl")
@@ -193,20 +193,24 @@ def run(ctx: StageContext) -> None:
         code = {"repository": p.release.code_url, **git_archive(ctx.root, tmp / "code")}
         io.write_json(tmp / "code" / "code.json", code)
         lin = lineage(ctx.root, code["commit"])
-        (tmp / "model" / "technical_report.md").write_text(technical_report(ctx, evals, metrics, code["commit"]))
+        (tmp / "model" / "technical_report.md").write_text(technical_report(p, metrics, code["commit"]))
 
         # Two passes: the rating cannot depend on the card's own bytes, so rate, write the cards, re-check.
-        def rate():
-            io.write_json(tmp / "MANIFEST.json", manifest(tmp, lin))
-            return orender.audit(collect_release(tmp, OUT))
+        cards = tuple(f"{key}/README.md" for key in MODELS)
+
+        def rate(previous=None):
+            m = manifest(tmp, lin, previous, cards)
+            io.write_json(tmp / "MANIFEST.json", m)
+            ev = collect_release(tmp, OUT)
+            return m, ev, orender.audit(ev)
 
         for key in MODELS:
-            (tmp / key / "README.md").write_text(model_card(p, key, evals, metrics, "", p.release.model_name))
-        first = rate()
+            (tmp / key / "README.md").write_text(model_card(p, key, metrics, ""))
+        first_manifest, _, first = rate()
         md = orender.to_markdown(first)
         for key in MODELS:
-            (tmp / key / "README.md").write_text(model_card(p, key, evals, metrics, md, p.release.model_name))
-        card = rate()
+            (tmp / key / "README.md").write_text(model_card(p, key, metrics, md))
+        _, ev, card = rate(first_manifest)
         frameworks = ("osaid", "mof", "osai_index", "nextcloud")
         if any(card[f] != first[f] for f in frameworks):
             raise StageError("the openness rating changed when the model cards were written into the release")
@@ -214,7 +218,7 @@ def run(ctx: StageContext) -> None:
         (tmp / "openness" / "openness.json").write_text(orender.to_json(card))
         (tmp / "openness" / "openness.md").write_text(md)
         (tmp / "openness" / "badge.svg").write_text(orender.badge_svg(card))
-        record = mof_export.to_record(collect_release(tmp, OUT), p.release.model_name, code["date"],
+        record = mof_export.to_record(ev, p.release.model_name, code["date"],
                                       producer=p.release.organization, repository=p.release.code_url)
         (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
     n_files = len(io.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
