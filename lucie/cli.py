@@ -63,18 +63,71 @@ def inspect_batch(step: int = typer.Argument(..., help="Optimizer step, 1-based 
         typer.echo(f"{r['sample']:>8} {r['doc_id']:<24} {d0:>6}-{d0 + r['length']:<7} {s0:>5}-{s0 + r['length']:<6}")
 
 
+AUDIT_FORMATS = ("json", "md", "html", "svg")
+
+
 @app.command()
-def audit(path: Path = typer.Argument(..., help="A release directory written by the release stage."),
-          format: str = typer.Option("md", help="json or md.")):
-    """Compute the openness card of a release from its evidence (no torch needed)."""
+def audit(path: Path = typer.Argument(..., help="A release directory (MANIFEST.json), a Hugging Face model snapshot "
+                                                "directory (README.md / config.json) or a MOF YAML record (.yml)."),
+          format: str = typer.Option("md", "--format", "-f", help="json, md, html (standalone page) or svg (badge)."),
+          require: Optional[list[str]] = typer.Option(
+              None, "--require", "-r", help="Fail (exit 1) unless this holds; repeatable: osaid, mof-class=N, "
+                                            "nextcloud=COLOR, osai-index>=X."),
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the card here, not to stdout.")):
+    """Compute the openness card of a release, a model snapshot or a MOF record (no torch needed).
+
+    Exit codes: 0 the card was computed and every --require holds; 1 a requirement failed (each failure
+    on stderr); 2 bad usage: unknown format or requirement, a path that is none of the three inputs.
+    """
+    # model_card only: this command must run where only the core dependencies are installed.
     from model_card import render
-    from model_card.evidence import collect_release
+    from model_card.collect import InputError, collect
+    from model_card.require import RequirementError, failures, parse
 
-    if not (path / "MANIFEST.json").exists():
-        raise typer.BadParameter(f"{path} is not a release directory (no MANIFEST.json)")
-    card = render.audit(collect_release(path))  # `lucie audit release` reproduces the release stage's card
-    typer.echo(render.to_json(card) if format == "json" else render.to_markdown(card))
+    def usage_error(msg: str):
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2)
 
+    if format not in AUDIT_FORMATS:
+        usage_error(f"unknown format {format!r}; use one of {', '.join(AUDIT_FORMATS)}")
+    reqs = require or []
+    for r in reqs:  # a typo must stop the gate before any work, not pass it
+        try:
+            parse(r)
+        except RequirementError as err:
+            usage_error(str(err))
+    try:
+        got = collect(path)
+    except InputError as err:
+        usage_error(str(err))
+    card = render.audit(got.evidence, got.mot_record)
+    text = {"json": render.to_json, "md": render.to_markdown, "html": render.to_html, "svg": render.badge_svg}[format](card)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text, nl=False)
+    failed = failures(card, reqs)
+    for f in failed:
+        typer.echo(f"requirement failed: {f}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(stages: Optional[list[str]] = typer.Argument(None, help="These stages and their upstream (default: all)."),
+           root: Path = typer.Option(Path("."), help="Repository root; its HEAD commit is verified."),
+           keep_scratch: bool = typer.Option(False, "--keep-scratch", help="Keep the scratch copy (path printed)."),
+           out: Optional[Path] = typer.Option(None, help="Result JSON (default: <root>/verification.json)."),
+           scratch: Optional[Path] = typer.Option(None, help="Parent directory of the scratch copy (default: temp dir).")):
+    """Re-run stages from scratch in a clean copy of HEAD; compare every output with the committed dvc.lock."""
+    from lucie.verify import main
+
+    raise typer.Exit(main(stages, root, keep_scratch, out, scratch))
+
+
+from lucie import publish_cmd  # noqa: E402  (`lucie publish`: plan by default, --yes pushes)
+
+app.command("publish")(publish_cmd.publish)
 
 if __name__ == "__main__":
     app()

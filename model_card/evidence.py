@@ -5,8 +5,13 @@ release and its sha256 equals the one recorded in release/MANIFEST.json, which t
 stage wrote from the DVC-tracked lineage (dvc.lock + git commit). `claimed` items rest on
 metadata alone. No framework evaluator reads files: they read this record only.
 
-Record (JSON): {"source": path, "components": [{"component", "type", "released", "location",
-"license", "verified", "sha256", "note"}], "lineage": {...}}
+Three collectors fill the same record: `collect_release` (here, our release/ tree),
+`hf_snapshot.collect` (a Hugging Face model snapshot) and `mot_record.collect` (a Model
+Openness Tool YAML record); `model_card.collect` picks one from the path.
+
+Record (JSON): {"source": path, "kind": "release" | "hf-snapshot" | "mof-record",
+"components": [{"component", "type", "released", "location", "license", "verified", "sha256",
+"note", "status"}], "lineage": {...}}. `status` is derived (see Item.status).
 """
 from __future__ import annotations
 
@@ -30,18 +35,34 @@ class Item:
     sha256: str | None = None
     note: str = ""
 
+    @property
+    def status(self) -> str:
+        """verified: present and its sha256 traced to the lineage manifest; present: the file is in
+        the audited tree and was hashed, but nothing traces it; claimed: released according to
+        metadata only (no file here); absent: not released."""
+        if not self.released:
+            return "absent"
+        if self.verified:
+            return "verified"
+        return "present" if self.sha256 else "claimed"
+
 
 @dataclass
 class Evidence:
     source: str
     components: list[Item] = field(default_factory=list)
     lineage: dict = field(default_factory=dict)
+    kind: str = "release"
+    # `lucie verify`'s last result, checked against this lineage: {"status": reproduced | stale | failed |
+    # none, "summary": one line, "date", "environment"} (see reproduction()).
+    reproduction: dict = field(default_factory=lambda: {"status": "none", "summary": "no verification result"})
 
     def get(self, component: str) -> Item | None:
         return next((c for c in self.components if c.component == component), None)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "components": [asdict(c) for c in self.components], "lineage": self.lineage}
+        return {"source": self.source, "kind": self.kind, "lineage": self.lineage, "reproduction": self.reproduction,
+                "components": [{**asdict(c), "status": c.status} for c in self.components]}
 
 
 def _sha256(path: Path) -> str:  # model_card must not import stages (auditors install no pipeline deps)
@@ -56,13 +77,51 @@ def card_yaml(readme: Path) -> dict:
     """The YAML front matter of an HF card (empty when absent)."""
     if not readme.exists():
         return {}
-    text = readme.read_text(encoding="utf-8")
-    if not text.startswith("---"):
+    # Cards edited on Windows carry a BOM and CRLF line ends; the Hub reads those too.
+    text = readme.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
+    if not text.startswith("---\n"):
         return {}
     end = text.find("\n---", 3)
     if end < 0:
         return {}
-    return yaml.safe_load(text[3:end]) or {}
+    try:
+        meta = yaml.safe_load(text[4:end])
+    except yaml.YAMLError as err:
+        raise ValueError(f"{readme}: the YAML front matter does not parse: {err}") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def reproduction(result: dict | None, lineage: dict) -> dict:
+    """Does a `lucie verify` result vouch for the outputs this release was built from?
+
+    Only when every upstream stage of the lineage was re-run from scratch and reproduced, and the md5
+    of each of its outs is the one the lineage records: a verification of other outputs proves nothing here.
+    """
+    if not result:
+        return {"status": "none", "summary": "no verification result (run `lucie verify`)"}
+    base = {"date": result.get("date"), "environment": result.get("environment", {}),
+            "verified_commit": result.get("git_commit")}
+    problems = []
+    for name, outs in sorted(lineage.get("stages", {}).items()):
+        got = result.get("stages", {}).get(name)
+        if not got or got.get("status") != "reproduced":
+            problems.append(f"{name}: {got.get('status') if got else 'not run'}")
+            continue
+        actual = {o["path"]: o["actual"] for o in got.get("outs", [])}
+        stale = [path for path, md5 in outs.items() if actual.get(path) != md5]
+        if stale:
+            problems.append(f"{name}: verified outputs differ from this release's ({', '.join(stale)})")
+    if not lineage.get("stages"):
+        problems.append("the release records no stage lineage")
+    env = base["environment"]
+    where = f"Python {env.get('python', '?')}, torch {env.get('packages', {}).get('torch', '?')} ({env.get('system', '?')} {env.get('machine', '?')})"
+    if problems:
+        status = "failed" if result.get("reproduced") is False else "stale"  # failed: verify itself saw a difference
+        return {**base, "status": status, "summary": f"verification of {str(base['verified_commit'])[:12]} on "
+                f"{base['date']} does not cover this release: " + "; ".join(problems)}
+    n = len(lineage["stages"])
+    return {**base, "status": "reproduced", "summary": f"all {n} pipeline stages behind this release were re-run "
+            f"from scratch and reproduced byte-for-byte on {base['date']} with {where}"}
 
 
 def collect_release(release: Path, label: str | None = None) -> Evidence:
@@ -102,8 +161,17 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
 
     data_files, eval_files, samples = files("dataset/data", "*.parquet"), files("dataset/eval", "*.jsonl"), \
         files("model/eval_samples", "*.jsonl")
+    checkpoints = files("checkpoints", "*.safetensors")
+    # Supporting libraries and tools: our pipeline itself (the archive) with the exact environment it ran in
+    # and the license of every third-party package in it.
+    tooling = [f for f in (archive, "code/requirements.lock", "code/third_party_licenses.json")
+               if f and (release / f).exists()]
     ev.components = [
         item("Model parameters (Final)", "data", "model/model.safetensors", model_lic),
+        item("Model parameters (Intermediate)", "data", checkpoints[0] if checkpoints else None, model_lic,
+             members=checkpoints),
+        item("Supporting libraries and tools", "code", tooling[0] if len(tooling) == 3 else None, code_lic,
+             code_note, members=tooling),
         *(item(c, "code", archive, code_lic, code_note) for c in
           ("Model architecture", "Training code", "Inference code", "Data preprocessing code", "Evaluation code")),
         item("Datasets", "data", data_files[0] if data_files else None, data_lic, members=data_files),
@@ -117,4 +185,6 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
     ]
     if code:
         ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "commit") if k in code})
+    ver = release / "reproducibility" / "verification.json"
+    ev.reproduction = reproduction(json.loads(ver.read_text()) if ver.exists() else None, ev.lineage)
     return ev

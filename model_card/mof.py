@@ -203,14 +203,12 @@ def _component_status(component: dict | None, name: str, global_licenses) -> dic
     return {"status": status, "license": lic, "warnings": warnings}
 
 
-def evaluate(record: dict) -> dict:
-    """Classify one MOT record. Returns class (0 = unclassified, 1 = Class I, most open), label,
-    progress per class, per-component status (all 17) and record-level warnings (component
-    warnings stay with their component)."""
+def listed_components(record: dict) -> tuple[dict[str, dict], list[str]]:
+    """The record's components as the tool stores them: {component name: entry}, plus warnings.
+    Shared with the evidence collector for MOT records (model_card.mot_record), so both read the
+    same list."""
     release = (record or {}).get("release") or {}
-    global_licenses = release.get("license") or {}
     warnings: list[str] = []
-
     listed: dict[str, dict] = {}
     for entry in release.get("components") or []:
         entry = entry if isinstance(entry, dict) else {}
@@ -223,6 +221,16 @@ def evaluate(record: dict) -> dict:
             # Quirk 7: a component listed twice -- the last entry wins.
             warnings.append(f"component {name!r} listed more than once; the last entry is used")
         listed[name] = entry
+    return listed, warnings
+
+
+def evaluate(record: dict) -> dict:
+    """Classify one MOT record. Returns class (0 = unclassified, 1 = Class I, most open), label,
+    progress per class, per-component status (all 17) and record-level warnings (component
+    warnings stay with their component)."""
+    release = (record or {}).get("release") or {}
+    global_licenses = release.get("license") or {}
+    listed, warnings = listed_components(record)
 
     components = {name: _component_status(listed.get(name), name, global_licenses)
                   for _, name, _, _, _ in COMPONENTS}

@@ -1,4 +1,5 @@
-"""Openness card outputs: JSON (machine), Markdown (goes into the model card), SVG badge."""
+"""Openness card outputs: JSON (machine), Markdown (goes into the model card), standalone HTML
+(for a person, in a browser), SVG badge. The JSON contract is documented in docs/AUDIT.md."""
 from __future__ import annotations
 
 import json
@@ -13,19 +14,25 @@ TEMPLATES = Path(__file__).parent / "templates"
 BADGE_FILL = {"green": "#2e7d32", "yellow": "#f9a825", "orange": "#ef6c00", "red": "#c62828"}
 
 
-def env() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
-                       trim_blocks=True, lstrip_blocks=True)
+def env(autoescape: bool = False) -> Environment:
+    # HTML escapes everything (an audited card's metadata is untrusted text); Markdown is not HTML.
+    e = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
+                    trim_blocks=True, lstrip_blocks=True, autoescape=autoescape)
+    # A Markdown table cell holds one line and no bare `|` (snapshot metadata may contain either).
+    e.filters["cell"] = lambda v: " ".join(str(v).split()).replace("|", "\\|")
+    return e
 
 
-def audit(ev: Evidence) -> dict:
+def audit(ev: Evidence, mot_record: dict | None = None) -> dict:
     """The JSON contract: one key per framework, each computed from the same evidence record.
 
     osaid.compliant / osaid.failures; mof.class (0 = unclassified, 3, 2, 1) / mof.progress;
     osai_index.score / osai_index.parameters; nextcloud.color / nextcloud.conditions; evidence.
-    The MOF class is computed on the MOT record exported from the evidence (model_card.mof_export).
+    The MOF class is computed on the MOT record exported from the evidence (model_card.mof_export),
+    or, for a MOF record input, on that record as the tool reads it (`mot_record`).
     """
-    m = mof.evaluate(mof_export.to_record(ev, ev.source))  # the class algorithm reads no name or date
+    # The class algorithm reads no name or date.
+    m = mof.evaluate(mot_record if mot_record is not None else mof_export.to_record(ev, ev.source))
     return {
         "osaid": osaid.evaluate(ev),
         "mof": {"class": m["class"], "label": m["label"], "progress": m["progress"],
@@ -42,6 +49,16 @@ def to_json(card: dict) -> str:
 
 def to_markdown(card: dict) -> str:
     return env().get_template("openness.md.j2").render(card=card)
+
+
+def to_html(card: dict) -> str:
+    """One self-contained page: inline CSS and badge, no script, nothing fetched."""
+    roman = {3: "III", 2: "II", 1: "I"}
+    components = [{"name": name, "cls": cls, "roman": roman[cls], "required": req}
+                  for _, name, _, cls, req in mof.COMPONENTS]
+    included = [n for n, c in card["mof"]["components"].items() if c["status"] == "included"]
+    return env(autoescape=True).get_template("openness.html.j2").render(
+        card=card, badge=badge_svg(card).strip(), fills=BADGE_FILL, mof_components=components, included=included)
 
 
 def badge_svg(card: dict) -> str:

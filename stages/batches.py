@@ -1,9 +1,10 @@
 """Which documents did optimizer step N see? (Pythia and OLMo users ask for exactly this.)
 
-The training order is a pure function of (seed, epoch, position) (stages/pretrain.py), and the
-token index maps every sample to the document ranges it holds (stages/tokenize.py), so the
-answer is computed, not logged: no run, checkpoint or log file is needed, only the params and
-data/tokens/train.
+The training order is a pure function of (seed, epoch, position) and step k consumes stream
+positions [offset_k, offset_k + G_k), G_k being the global batch of that step (smaller during a
+batch-size ramp-up): stages/pretrain.py `batch_plan`. The token index maps every sample to the
+document ranges it holds (stages/tokenize.py), so the answer is computed, not logged: no run,
+checkpoint or log file is needed, only the params and data/tokens/train.
 """
 from __future__ import annotations
 
@@ -13,18 +14,26 @@ import pyarrow.parquet as pq
 
 from . import io
 from .params import Params
-from .pretrain import sample_order
+from .pretrain import batch_plan, sample_order
 
 
-def step_samples(p: Params, n_samples: int, step: int, world_size: int = 1) -> list[int]:
-    """Global sample ids of optimizer step `step` (1-based, as logged), whatever the number of processes."""
-    if step < 1 or step > p.pretrain.steps:
-        raise ValueError(f"step must be in 1..{p.pretrain.steps} (pretrain.steps)")
-    g = p.pretrain.micro_batch_size * p.pretrain.grad_accum * world_size
-    return sample_order(p.seed, n_samples, (step - 1) * g, g).tolist()
+def step_samples(p: Params, n_samples: int, step: int, world_size: int | None = None) -> list[int]:
+    """Global sample ids of optimizer step `step` (1-based, as logged).
+
+    The global batch is pretrain.global_batch_size whatever the number of processes, so the answer
+    does not depend on `world_size`; it is only checked (a run with that many processes must be possible).
+    """
+    pre = p.pretrain
+    if step < 1 or step > pre.steps:
+        raise ValueError(f"step must be in 1..{pre.steps} (pretrain.steps)")
+    if world_size is not None and pre.global_batch_size % (pre.micro_batch_size * world_size):
+        raise ValueError(f"pretrain.global_batch_size {pre.global_batch_size} cannot be split over {world_size} "
+                         f"processes of micro_batch_size {pre.micro_batch_size}")
+    offset, size = batch_plan(pre, step - 1)
+    return sample_order(p.seed, n_samples, offset, size).tolist()
 
 
-def documents_of_step(p: Params, tokens_dir: str | Path, step: int, world_size: int = 1) -> list[dict]:
+def documents_of_step(p: Params, tokens_dir: str | Path, step: int, world_size: int | None = None) -> list[dict]:
     """One row per (sample, document range) of the step: sample, doc_id, doc_token_start, sample_token_start, length."""
     tokens_dir = Path(tokens_dir)
     n = io.read_json(tokens_dir / io.MANIFEST)["samples"]

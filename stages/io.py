@@ -2,16 +2,19 @@
 
 A stage writes every output into a sibling temp path and renames it into place only
 when the stage has finished, so a killed stage never leaves a half-written output that
-DVC or the next stage would trust. Parquet and JSON are written byte-stably (fixed
+DVC or the next stage would trust; the temp path a killed run leaves behind is removed
+by the next write to the same path. Parquet and JSON are written byte-stably (fixed
 schema, no timestamps, sorted keys) so that same inputs give the same bytes.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -41,7 +44,34 @@ def root() -> Path:
 
 
 def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_tmp(path: Path) -> list[Path]:
+    """Remove the temp siblings of `path` left by killed runs on this host (their pid is gone).
+
+    A SIGKILLed stage cannot clean up after itself; its temp output is never renamed into place,
+    so it is harmless, but it can be as large as the output. Temp paths of live processes and of
+    other hosts (a shared filesystem) are left alone.
+    """
+    prefix = f".{path.name}.tmp-{socket.gethostname()}-"
+    removed = []
+    for p in path.parent.glob(f"{glob.escape(prefix)}*") if path.parent.is_dir() else ():
+        pid = p.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            _remove(p)
+            removed.append(p)
+    return removed
 
 
 def _remove(path: Path) -> None:
@@ -56,6 +86,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temp directory that replaces `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(path)
     tmp = _tmp_sibling(path)
     _remove(tmp)
     tmp.mkdir()
@@ -71,6 +102,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(path)
     tmp = _tmp_sibling(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)

@@ -34,6 +34,10 @@ class Source(Strict):
     lang: str | None = None  # default when a record has no `lang`
     category: str = "web"  # default when a record has no `category` (Lucie's <lang>--<category>)
     license: str  # SPDX id of the source; a record may carry its own
+    # Shown in the source's datasheet and the dataset card when given (never invented).
+    description: str | None = None
+    citation: str | None = None
+    url: str | None = None
 
     @model_validator(mode="after")
     def _where(self):
@@ -115,13 +119,36 @@ class LanguageRule(Strict):
     min_score: float = Field(default=0.65, ge=0, le=1)
 
 
+class Perplexity(Strict):
+    """CCNet-style KenLM perplexity (Lucie: drop if < 10 or > 1000). Off while `model` is null."""
+
+    # KenLM model (.arpa or binary): one path for every text language, a path with "{lang}", or {lang: path}.
+    model: str | dict[str, str] | None = None
+    # CCNet's SentencePiece model, same forms; null scores the normalised whitespace words instead.
+    sp_model: str | dict[str, str] | None = None
+    min: float = Field(default=10, ge=0)
+    max: float = Field(default=1000, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.sp_model is not None and self.model is None:
+            raise ValueError("sp_model is set but model is null")
+        return self
+
+
 class Filter(Strict):
+    # fast: stages/filter_rules.py (each document tokenized once); datatrove: datatrove's own blocks.
+    # Both take the same decisions (tests/test_filter_rules.py, benchmarks/filter_speed.py).
+    engine: Literal["fast", "datatrove"] = "fast"
     text_langs: list[str] = ["en", "fr", "de", "es", "it"]  # text rules apply to these; code gets the URL rule only
     url: URLRule = URLRule()
     gopher_repetition: GopherRepetition = GopherRepetition()
     gopher_quality: GopherQuality = GopherQuality()
     c4: C4 = C4()
     language: LanguageRule = LanguageRule()
+    perplexity: Perplexity = Perplexity()
 
 
 # ---------------------------------------------------------------- dedup + mix
@@ -207,10 +234,81 @@ class Model(Strict):
         return v
 
 
+class BatchRampup(Strict):
+    """Megatron's `--rampup-batch-size <start> <increment> <samples>` (Lucie: 256 64 10000000).
+
+    The global batch starts at `start` samples and grows by `increment` each time another
+    `samples / ((global_batch_size - start) / increment)` samples have been consumed, until it reaches
+    `pretrain.global_batch_size`. Everything is in samples, so the schedule (and with it which
+    samples each step sees) is the same whatever the number of processes.
+    """
+    start: int = Field(gt=0)
+    increment: int = Field(gt=0)
+    samples: int = Field(gt=0)
+
+
+class Parallelism(Strict):
+    """accelerate's ParallelismConfig (GPU only): FSDP2 sharding, HSDP replication, tensor parallelism.
+
+    All 1 (the default): plain data parallelism (DDP), which is what runs on CPU.
+    Otherwise dp_replicate_size x dp_shard_size x tp_size must equal the number of processes.
+    """
+    dp_replicate_size: int = Field(default=1, gt=0)
+    dp_shard_size: int = Field(default=1, gt=0)
+    # Tensor parallelism needs the model built by transformers with a TP plan (distributed_config), which
+    # the trainer does not do yet; the key is here so that the mesh is written the way accelerate wants it.
+    tp_size: int = Field(default=1, gt=0, le=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.dp_replicate_size * self.dp_shard_size * self.tp_size > 1
+
+
+class Slurm(Strict):
+    """What `python -m stages.launch --sbatch` writes into the #SBATCH header (one task per node)."""
+    job_name: str = Field(default="lucie-pretrain", pattern=r"^[A-Za-z0-9._-]+$")
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None  # e.g. h100
+    time: str = Field(default="20:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")  # Lucie's jobs ran <= 20 h, chained
+    cpus_per_task: int = Field(default=8, gt=0)  # per node (the single task of a node runs torchrun)
+    output: str = "%x-%j.out"  # relative to the submit directory; Slurm needs its directory to exist
+    setup: list[str] = []  # shell lines before srun: module load ..., source .venv/bin/activate
+    extra_directives: list[str] = []  # more sbatch options, e.g. "--hint=nomultithread"
+
+
+class Launch(Strict):
+    """How many processes train, and where they meet. None of it changes the math (the global batch is
+    fixed by pretrain.global_batch_size); it is left out of the checkpoint's config fingerprint."""
+    nnodes: int = Field(default=1, gt=0)
+    nproc_per_node: int = Field(default=1, gt=0)  # one per GPU; on CPU, cores / pretrain.threads
+    rdzv_endpoint: str = Field(default="127.0.0.1:29500", pattern=r"^[A-Za-z0-9._-]+:\d+$")  # node 0 (host:port)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when CUDA is there, else gloo (CPU)
+    peak_flops_per_device: float | None = Field(default=None, gt=0)  # for MFU; null: measure a matmul here
+    parallelism: Parallelism = Parallelism()
+    slurm: Slurm = Slurm()
+
+    @model_validator(mode="after")
+    def _mesh(self):
+        pc, world = self.parallelism, self.nnodes * self.nproc_per_node
+        size = pc.dp_replicate_size * pc.dp_shard_size * pc.tp_size
+        if pc.enabled and size != world:
+            raise ValueError(f"parallelism: dp_replicate_size x dp_shard_size x tp_size = {size} must equal "
+                             f"nnodes x nproc_per_node = {world}")
+        if pc.enabled and self.backend == "gloo":
+            raise ValueError("parallelism (FSDP2/TP through accelerate) needs GPUs; backend gloo is CPU-only")
+        return self
+
+
 class Pretrain(Strict):
     steps: int = Field(gt=0)
-    micro_batch_size: int = Field(gt=0)
-    grad_accum: int = Field(default=1, gt=0)
+    micro_batch_size: int = Field(gt=0)  # samples per process per forward/backward
+    # Samples per optimizer step for the whole job (Megatron's --global-batch-size). Gradient accumulation
+    # is derived: global / (micro_batch_size x processes), so the same params train the same batches on
+    # 1 CPU process or N GPU nodes. Default: one micro-batch.
+    global_batch_size: int | None = Field(default=None, gt=0, validate_default=True)
+    batch_rampup: BatchRampup | None = None
     lr: float = Field(gt=0)
     min_lr: float = Field(ge=0)
     warmup_steps: int = Field(default=0, ge=0)
@@ -218,10 +316,43 @@ class Pretrain(Strict):
     eps: float = 1e-5
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CPU and GPU), fp32 master weights
     checkpoint_every: int = Field(default=0, ge=0)  # 0: only at the end
+    keep_checkpoints: int = Field(default=0, ge=0)  # training-state checkpoints kept (0: all); exports are kept
+    export_every: int = Field(default=0, ge=0)  # HF-format revision (step%07d) every N steps and at the end; 0: none
     log_every: int = Field(default=1, gt=0)
-    threads: int = Field(default=2, gt=0)
+    threads: int = Field(default=2, gt=0)  # torch threads per process
+    deterministic: bool = True  # torch.use_deterministic_algorithms: bit-exact resume (slower on GPU)
+    launch: Launch = Launch()
+
+    @property
+    def grad_accum(self) -> int:
+        """Micro-batches per optimizer step on one process (N processes do 1/N of them each)."""
+        return self.global_batch_size // self.micro_batch_size
+
+    @field_validator("global_batch_size")
+    @classmethod
+    def _global_batch(cls, v: int | None, info: ValidationInfo) -> int | None:
+        micro = info.data.get("micro_batch_size")
+        if v is None:
+            return micro
+        if micro and v % micro:
+            raise ValueError(f"must be a multiple of micro_batch_size ({micro})")
+        return v
+
+    @field_validator("batch_rampup")
+    @classmethod
+    def _rampup(cls, v: BatchRampup | None, info: ValidationInfo) -> BatchRampup | None:
+        g, micro = info.data.get("global_batch_size"), info.data.get("micro_batch_size")
+        if v is None or not g or not micro:
+            return v
+        if v.start >= g:
+            raise ValueError(f"start ({v.start}) must be < global_batch_size ({g})")
+        if (g - v.start) % v.increment:
+            raise ValueError(f"global_batch_size - start ({g - v.start}) must be a multiple of increment ({v.increment})")
+        if v.start % micro or v.increment % micro:
+            raise ValueError(f"start and increment must be multiples of micro_batch_size ({micro})")
+        return v
 
     @field_validator("min_lr")
     @classmethod
@@ -238,12 +369,37 @@ class Pretrain(Strict):
         return v
 
 
+class MixPart(Strict):
+    """One component of an instruction mix, as in Lucie's mix files: a data file and its share of the samples."""
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    path: str
+    weight: float = Field(gt=0)
+
+
 class SFT(Strict):
-    data: str
+    mix: list[MixPart] = Field(min_length=1)
+    # Conversations whose assistant replies name another assistant are dropped (Lucie's `filter_strings`).
+    filter_strings: list[str] = []
     max_steps: int = Field(gt=0)
     batch_size: int = Field(default=4, gt=0)
     lr: float = Field(gt=0)
+    min_lr: float = Field(default=0.0, ge=0)  # cosine from lr down to min_lr (Lucie: 3e-5 -> 3e-6)
     max_length: int = Field(default=256, gt=0)
+
+    @field_validator("mix")
+    @classmethod
+    def _unique_names(cls, v: list[MixPart]) -> list[MixPart]:
+        names = [m.name for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"mix component names must be unique, got {names}")
+        return v
+
+    @field_validator("min_lr")
+    @classmethod
+    def _min_below_lr(cls, v: float, info: ValidationInfo) -> float:
+        if "lr" in info.data and v > info.data["lr"]:
+            raise ValueError(f"min_lr {v} is above lr {info.data['lr']}")
+        return v
 
 
 class DPO(Strict):
@@ -252,7 +408,9 @@ class DPO(Strict):
     batch_size: int = Field(default=4, gt=0)
     lr: float = Field(gt=0)
     beta: float = Field(default=0.1, gt=0)
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero", "apo_down"] = "sigmoid"
+    # The frozen reference: the SFT model DPO starts from (standard), or the pretrained base model.
+    ref_model: Literal["sft", "base"] = "sft"
     max_length: int = Field(default=256, gt=0)
 
 
@@ -262,10 +420,22 @@ class Align(Strict):
 
 
 class EvalTask(Strict):
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    path: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    # local tasks: a JSONL file the project ships; harness: one of lm-eval's own tasks (needs HF datasets)
+    kind: Literal["multiple_choice", "generate", "harness"] = "multiple_choice"
+    path: str | None = None
     lang: str
-    kind: Literal["multiple_choice", "generate"] = "multiple_choice"
+    num_fewshot: int | None = Field(default=None, ge=0)  # None: evaluate.num_fewshot
+    # The headline metric of the results table, as lm-eval names it ("acc", "exact_match,flexible-extract");
+    # default acc for multiple choice, exact_match for generation.
+    metric: str | None = None
+    baseline: str | None = None  # this task's key in the evaluate.baselines file
+
+    @model_validator(mode="after")
+    def _path(self):
+        if (self.kind == "harness") != (self.path is None):
+            raise ValueError(f"task {self.name!r}: local tasks need `path`; harness tasks take none")
+        return self
 
 
 class Evaluate(Strict):
@@ -273,6 +443,10 @@ class Evaluate(Strict):
     num_fewshot: int = Field(default=0, ge=0)
     batch_size: int = Field(default=8, gt=0)
     ppl_max_docs: int = Field(default=200, gt=0)
+    # Intermediate checkpoints to evaluate by revision name (learning curves): a revision exported by
+    # pretraining (artifacts/checkpoints/hf/<revision>), "all" of them, or "hub:ORG/REPO@REVISION".
+    checkpoints: list[str] | Literal["all"] = []
+    baselines: str | None = None  # published scores to put beside ours, e.g. data/baselines/lucie-7b.yaml
 
 
 # ---------------------------------------------------------------- release + publish
@@ -285,9 +459,38 @@ class Release(Strict):
 
 
 class Publish(Strict):
-    target: Literal["local", "hub"] = "local"
+    target: Literal["local", "hub"] = "local"  # `lucie publish --yes` always targets the Hub
     local_dir: str = "published"
     private: bool = True
+    # Repo ids; unset = <release.organization>/<release.model_name>, <model_repo>-instruct, <...>-data.
+    model_repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
+    instruct_repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
+    dataset_repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
+    tag: str = "release-{commit}"  # git tag per release; {commit} = 12 hex of the release's git commit, {recipe}
+    revision_branches: bool = True  # release/checkpoints/<rev>/ -> branch <rev> of the model repo
+    require: list[str] = []  # openness gate (model_card.require grammar), checked before anything is published
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        import re
+
+        try:
+            name = v.format(commit="0" * 12, recipe="tiny")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"only {{commit}} and {{recipe}} can be used ({err})") from None
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ValueError(f"{v!r} does not make a valid tag name")
+        return v
+
+    @field_validator("require")
+    @classmethod
+    def _require(cls, v: list[str]) -> list[str]:
+        from model_card.require import parse  # a typo must not turn the gate into a no-op
+
+        for req in v:
+            parse(req)
+        return v
 
 
 class Tracking(Strict):

@@ -15,36 +15,43 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
 from . import io
+from .gguf_export import export as gguf_export
 from .runtime import StageContext, StageError, stage
 
 OUT = "release"
 # release subtree -> (pipeline output, key of its results in metrics/eval.json)
 MODELS = {"model": ("artifacts/models/base", "base"), "instruct": ("artifacts/models/instruct", "instruct")}
 METRICS = ("ingest", "filter", "dedup", "mix", "tokenizer", "pretrain", "align", "eval")
+CHECKPOINTS = "artifacts/checkpoints/hf"
+VERIFICATION = "verification.json"
 CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card" / "templates" / "model_card.md.j2"
 
 
-def eval_results(evals: dict, model_key: str, harness: str):
+def eval_results(evals: dict, model_key: str, harness: str, org: str):
+    """huggingface_hub EvalResults -> the card's model-index (the same numbers as metrics/eval.json)."""
     from huggingface_hub import EvalResult
 
-    kinds = {t["name"]: t["kind"] for t in evals["tasks"]}
     out = []
-    for task, scores in evals["models"][model_key]["tasks"].items():
-        task_type = "multiple-choice" if kinds.get(task) == "multiple_choice" else "text-generation"
+    model = evals["models"][model_key]
+    for task, scores in model["tasks"].items():
+        prov = model["provenance"][task]
+        local = prov["dataset"].endswith(".jsonl")  # a shipped file; harness tasks name their Hub dataset
         for metric, value in sorted(scores.items()):
-            out.append(EvalResult(task_type=task_type, task_name=task, dataset_type=f"lucie-repro/{task}",
-                                  dataset_name=task, metric_type=metric, metric_value=value, source_name=harness,
-                                  source_url="https://github.com/EleutherAI/lm-evaluation-harness"))
+            out.append(EvalResult(
+                task_type="multiple-choice" if prov["output_type"] == "multiple_choice" else "text-generation",
+                task_name=task, dataset_type=f"{org}/{task}" if local else prov["dataset"], dataset_name=task,
+                metric_type=metric, metric_value=value, metric_config=f"{prov['num_fewshot']}-shot",
+                source_name=harness, source_url="https://github.com/EleutherAI/lm-evaluation-harness"))
     return out
 
 
-def model_card(p, key: str, metrics: dict, openness_md: str) -> str:
+def model_card(p, key: str, metrics: dict, openness_md: str, results_table: str, revisions: list[str]) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
     r, evals, eval_key = p.release, metrics["eval"], MODELS[key][1]
@@ -53,13 +60,15 @@ def model_card(p, key: str, metrics: dict, openness_md: str) -> str:
         language=r.languages, license=r.license, library_name="transformers", pipeline_tag="text-generation",
         datasets=[f"{r.organization}/{r.model_name}-data"], model_name=name,
         base_model=None if key == "model" else f"{r.organization}/{r.model_name}",
-        eval_results=eval_results(evals, eval_key, f"{evals['harness']['name']} {evals['harness']['version']}"),
+        eval_results=eval_results(evals, eval_key, f"{evals['harness']['name']} {evals['harness']['version']}",
+                                  r.organization),
         tags=["lucie-repro", "openness-audit"],
     )
     card = ModelCard.from_template(
         data, template_path=str(CARD_TEMPLATE), model_id=f"{r.organization}/{name}", recipe=p.recipe,
         kind="base" if key == "model" else "instruct (SFT + DPO)", model=p.model.model_dump(),
         pretrain=metrics["pretrain"], align=metrics["align"], evals=evals["models"][eval_key],
+        results_table=results_table, revisions=revisions if key == "model" else [],
         code_url=r.code_url, openness=openness_md,
     )
     return str(card)
@@ -95,6 +104,27 @@ def git_archive(root: Path, out: Path) -> dict:
             "dirty_worktree": bool(status.strip()), "license": project_license(root)}
 
 
+def third_party_licenses(lock: Path) -> dict:
+    """name -> {version, license} for every package of requirements.lock, from its installed metadata."""
+    from importlib import metadata
+
+    out = {}
+    for line in lock.read_text().splitlines():
+        if "==" not in line or line.startswith("#"):
+            continue
+        name, version = line.split("==", 1)
+        try:
+            meta = metadata.metadata(name)
+        except metadata.PackageNotFoundError:
+            out[name] = {"version": version, "license": None, "note": "not installed where the release was built"}
+            continue
+        classifiers = sorted(c.split(" :: ", 1)[1] for c in meta.get_all("Classifier") or [] if c.startswith("License ::"))
+        declared = meta.get("License-Expression") or (meta.get("License") or "").strip().splitlines()[0:1]
+        out[name] = {"version": version, "license": declared if isinstance(declared, str) else (declared[0] if declared else None),
+                     "classifiers": classifiers}
+    return out
+
+
 def project_license(root: Path) -> str:
     """The code's SPDX license, as pyproject.toml declares it (never typed here)."""
     import tomllib
@@ -106,10 +136,6 @@ def project_license(root: Path) -> str:
 
 
 def write_dataset(ctx: StageContext, out: Path, metrics: dict) -> dict:
-    from huggingface_hub import DatasetCard, DatasetCardData
-
-    from datasheets.datasheet import render, source_facts
-
     rows = list(io.read_docs(ctx.path("data/dedup")))
     groups: dict[tuple, list] = defaultdict(list)
     for r in rows:
@@ -118,29 +144,17 @@ def write_dataset(ctx: StageContext, out: Path, metrics: dict) -> dict:
         d = out / "data" / lang / source
         d.mkdir(parents=True)
         io.write_docs(d, members, ctx.params.ingest.rows_per_shard)
-    removed = Counter(json.loads(l)["source"] for l in open(ctx.path("data/dedup/removed.jsonl")) if l.strip())
-    (out / "datasheets").mkdir()
-    by_source = defaultdict(list)
-    for r in rows:
-        by_source[r["source"]].append(r)
-    for src in ctx.params.data.sources:
-        facts = source_facts(src.name, by_source.get(src.name, []), metrics["ingest"], metrics["filter"], removed,
-                             src.model_dump())
-        (out / "datasheets" / f"{src.name}.md").write_text(render(facts), encoding="utf-8")
-    licenses = sorted({r["license"] for r in rows})
-    langs = sorted({lang for lang, _ in groups} - {"code"})
-    r = ctx.params.release
-    data = DatasetCardData(
-        language=langs, license=licenses[0].lower() if len(licenses) == 1 else "other",
-        task_categories=["text-generation"], pretty_name=f"{r.model_name} training data",
-        configs=[{"config_name": "default", "data_files": "data/*/*/*.parquet"}]
-        + [{"config_name": lang, "data_files": f"data/{lang}/*/*.parquet"} for lang in sorted({l for l, _ in groups})],
-    )
-    summary = (f"{len(rows)} documents after filtering and deduplication, from {len(by_source)} sources. "
-               f"Licenses: {', '.join(licenses)}. Datasheets per source are in `datasheets/`.")
-    card = DatasetCard.from_template(data, pretty_name=data.pretty_name, dataset_summary=summary)
-    (out / "README.md").write_text(str(card), encoding="utf-8")
-    return {"docs": len(rows), "licenses": licenses}
+    from datasheets.dataset_card import dataset_card
+    from datasheets.datasheet import write_datasheets
+
+    with open(ctx.path("data/dedup/removed.jsonl"), encoding="utf-8") as f:
+        removed = [json.loads(line) for line in f if line.strip()]
+    sources = [s.model_dump() for s in ctx.params.data.sources]
+    release = ctx.params.release.model_dump()
+    cap = ctx.params.ingest.max_docs_per_source
+    write_datasheets(out / "datasheets", groups, sources, metrics, removed, release, cap)
+    (out / "README.md").write_text(dataset_card(groups, sources, metrics, release, removed, cap), encoding="utf-8")
+    return {"docs": len(rows), "licenses": sorted({r["license"] for r in rows})}
 
 
 UPSTREAM = ("ingest", "filter", "dedup", "mix", "tokenizer", "tokenize", "pretrain", "align", "evaluate")
@@ -183,15 +197,33 @@ def run(ctx: StageContext) -> None:
             io.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
             shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
             (d / "training_logs").mkdir()
-            shutil.copy(ctx.path("plots/pretrain_loss.csv"), d / "training_logs" / "pretrain_loss.csv")
+            for plot in ("pretrain_loss.csv", "eval_curve.csv"):
+                shutil.copy(ctx.path("plots") / plot, d / "training_logs" / plot)
+        # Local use (Ollama, LM Studio, llama.cpp): the instruct model as GGUF f16 + Q8_0, with an Ollama Modelfile.
+        r = p.release
+        gguf = gguf_export(ctx.path(MODELS["instruct"][0]), tmp / "instruct" / "gguf", quantize=["Q8_0"],
+                           name=f"{r.model_name}-instruct", license=r.license, languages=r.languages,
+                           tags=["lucie-repro"], repo_url=r.code_url, license_file=ctx.root / "LICENSE")
+        # Intermediate checkpoints (HF format, Lucie-style revision names): one Hub branch each at publish time.
+        revisions = sorted(c.name for c in ctx.path(CHECKPOINTS).iterdir()) if ctx.path(CHECKPOINTS).is_dir() else []
+        for rev in revisions:
+            shutil.copytree(ctx.path(CHECKPOINTS) / rev, tmp / "checkpoints" / rev)
+        results_table = ctx.path("artifacts/eval/results.md").read_text(encoding="utf-8")
         ds = write_dataset(ctx, tmp / "dataset", metrics)
         (tmp / "dataset" / "eval").mkdir()  # the evaluation data, next to the training data it must not overlap
         for t in p.evaluate.tasks:
-            shutil.copy(ctx.path(t.path), tmp / "dataset" / "eval" / f"{t.name}.jsonl")
+            if t.path:  # harness tasks live on the Hub (their provenance names the dataset)
+                shutil.copy(ctx.path(t.path), tmp / "dataset" / "eval" / f"{t.name}.jsonl")
         shutil.copytree(ctx.path("artifacts/eval"), tmp / "model" / "eval_samples")  # per-sample outputs
         (tmp / "code").mkdir()
         code = {"repository": p.release.code_url, **git_archive(ctx.root, tmp / "code")}
         io.write_json(tmp / "code" / "code.json", code)
+        # Supporting libraries and tools: the exact environment and the license of each package in it.
+        shutil.copy(ctx.root / "requirements.lock", tmp / "code" / "requirements.lock")
+        io.write_json(tmp / "code" / "third_party_licenses.json", third_party_licenses(ctx.root / "requirements.lock"))
+        if (ctx.root / VERIFICATION).exists():  # `lucie verify`'s last result; evidence checks what it covers
+            (tmp / "reproducibility").mkdir()
+            shutil.copy(ctx.root / VERIFICATION, tmp / "reproducibility" / "verification.json")
         lin = lineage(ctx.root, code["commit"])
         (tmp / "model" / "technical_report.md").write_text(technical_report(p, metrics, code["commit"]))
 
@@ -205,11 +237,11 @@ def run(ctx: StageContext) -> None:
             return m, ev, orender.audit(ev)
 
         for key in MODELS:
-            (tmp / key / "README.md").write_text(model_card(p, key, metrics, ""))
+            (tmp / key / "README.md").write_text(model_card(p, key, metrics, "", results_table, revisions))
         first_manifest, _, first = rate()
         md = orender.to_markdown(first)
         for key in MODELS:
-            (tmp / key / "README.md").write_text(model_card(p, key, metrics, md))
+            (tmp / key / "README.md").write_text(model_card(p, key, metrics, md, results_table, revisions))
         _, ev, card = rate(first_manifest)
         frameworks = ("osaid", "mof", "osai_index", "nextcloud")
         if any(card[f] != first[f] for f in frameworks):
@@ -218,6 +250,7 @@ def run(ctx: StageContext) -> None:
         (tmp / "openness" / "openness.json").write_text(orender.to_json(card))
         (tmp / "openness" / "openness.md").write_text(md)
         (tmp / "openness" / "badge.svg").write_text(orender.badge_svg(card))
+        (tmp / "openness" / "openness.html").write_text(orender.to_html(card))
         record = mof_export.to_record(ev, p.release.model_name, code["date"],
                                       producer=p.release.organization, repository=p.release.code_url)
         (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
@@ -227,6 +260,8 @@ def run(ctx: StageContext) -> None:
                                                "nextcloud_color": nc["color"], "nextcloud_conditions_met": nc["conditions_met"],
                                                "osaid_compliant": card["osaid"]["compliant"], "mof_class": card["mof"]["class"],
                                                "osai_index_score": round(card["osai_index"]["score"], 4),
+                                               "gguf_files": len(gguf["files"]), "checkpoints": len(revisions),
+                                               "reproduction": card["evidence"]["reproduction"]["status"],
                                                "verified_components": sum(c["verified"] for c in card["evidence"]["components"])})
     ctx.tracker.artifact(ctx.path(OUT) / "openness", "openness")
     ctx.summary(f"{n_files} files, dataset {ds['docs']} docs, code {code['commit'][:12]}, "

@@ -2,8 +2,8 @@
 
 Lucie's tokenizer (see ../shared/lucie/tokenizer.json) is an HF `tokenizers` BPE with byte
 fallback: ids 0-3 are <s> </s> <unk> <pad>, ids 4-259 the 256 byte tokens <0x00>..<0xFF>,
-ids 260-299 reserved slots (the instruct tokenizer uses 265-267 as the chat header/eot
-markers), then the learned merges. Digits are split one by one, punctuation, newlines and
+ids 260-299 reserved slots `<unusedN>` (the instruct tokenizer, built by the align stage, turns
+265-267 into the chat header/eot markers, as Lucie's does), then the learned merges. Digits are split one by one, punctuation, newlines and
 tabs are isolated, so numbers and code tokenise predictably and a chat turn's header
 ("...<|end_header_id|>\n\n") never merges with the first word of the answer. We reproduce that layout; the byte
 tokens live in the vocabulary (not as "added tokens") so that decoding with
@@ -26,8 +26,7 @@ from .runtime import StageContext, stage
 IN, OUT = "data/mixed/train", "artifacts/tokenizer"
 SPECIAL = ["<s>", "</s>", "<unk>", "<pad>"]
 BYTES = [f"<0x{i:02X}>" for i in range(256)]
-CHAT = {265: "<|start_header_id|>", 266: "<|end_header_id|>", 267: "<|eot_id|>"}
-RESERVED = [CHAT.get(260 + i, f"<unused{i}>") for i in range(40)]  # ids 260..299
+RESERVED = [f"<unused{i}>" for i in range(40)]  # ids 260..299; align renames 265-267 (stages.align.CHAT_TOKENS)
 
 
 def build_trainer_tokenizer():
@@ -57,10 +56,9 @@ def train(texts: list[str], vocab_size: int, min_frequency: int):
         special_tokens=SPECIAL + BYTES + RESERVED, show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    # Surgery as in Lucie's file: only the 4 specials and the chat markers stay "added tokens".
+    # Surgery as in Lucie's file: only the 4 specials stay "added tokens"; bytes and reserved slots are plain vocab.
     spec = json.loads(tok.to_str())
-    keep = set(SPECIAL) | set(CHAT.values())
-    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] in keep]
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] in SPECIAL]
     return Tokenizer.from_str(json.dumps(spec))
 
 

@@ -8,6 +8,7 @@ tag derived from the dvc process that launched them (its pid and start time).
 from __future__ import annotations
 
 import contextlib
+import re
 import os
 import socket
 import subprocess
@@ -90,7 +91,8 @@ class Tracker:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, int(step)) for k, v, step in items]
+        # MLflow allows [A-Za-z0-9_-. /] in names; lm-eval's 'exact_match,flexible-extract' has a comma.
+        batch = [Metric(re.sub(r"[^\w\-. /]", "_", k), float(v), ts, int(step)) for k, v, step in items]
         for i in range(0, len(batch), 500):  # MLflow's log_batch limit is 1000 metrics
             self.client.log_batch(self.run_id, metrics=batch[i : i + 500])
 

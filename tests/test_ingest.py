@@ -3,12 +3,14 @@ read = kept + rejected; kept documents carry the DOC_SCHEMA fields."""
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from stages import ingest, io
+from stages.runtime import StageError
 
 GOOD_TEXT = "A short but perfectly valid document about raised garden beds and tomatoes."
 
@@ -81,8 +83,12 @@ def test_ingest_accounts_for_every_record(corpus, make_ctx):
     assert m["dropped_total"] == 0
     assert m["rejected"] == dict(sorted(expected.items()))
     assert m["kept"] == sum(1 for _, r in records if r is None) + 1  # + n2
-    assert m["per_source"]["local"] == {"read": len(records), "kept": 4, "rejected": len(records) - 4}
-    assert m["per_source"]["nolang"] == {"read": 3, "kept": 1, "rejected": 2}
+    local, nolang = m["per_source"]["local"], m["per_source"]["nolang"]
+    assert (local["read"], local["kept"], local["rejected"]) == (len(records), 4, len(records) - 4)
+    assert (nolang["read"], nolang["kept"], nolang["rejected"]) == (3, 1, 2)
+    assert nolang["rejected_by_reason"] == {"duplicate_id": 1, "missing_lang": 1}
+    assert sum(local["rejected_by_reason"].values()) == local["rejected"]
+    assert nolang["words"] == len("This one declares it.".split())
 
     # One rejected.jsonl line per rejected record, with the file and the 1-based line number.
     rej = [json.loads(x) for x in (corpus / "data/raw/rejected.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -199,3 +205,252 @@ def test_a_language_outside_data_languages_is_rejected(make_ctx, tmp_path):
     ingest.run(ctx)
     m = json.loads((tmp_path / "metrics/ingest.json").read_text())
     assert m["rejected"] == {"unknown_lang": 1} and m["kept"] == 1
+
+
+# ---------------------------------------------------------------- robustness, one case per test
+def ingest_file(tmp_path, make_ctx, data: bytes | None, name="in.jsonl", **params):
+    """Ingest one JSONL file (source `s`, lang en; `data` None: already written); return
+    (metrics, rejected records, kept docs)."""
+    if data is not None:
+        (tmp_path / name).write_bytes(data)
+    ov = {"data.sources": [{"name": "s", "path": name, "lang": "en", "license": "CC0-1.0"}]}
+    ov.update({f"ingest.{k}": v for k, v in params.items()})
+    run_ingest(make_ctx, ov)
+    m = io.read_json(tmp_path / "metrics/ingest.json")
+    rej = [json.loads(x) for x in (tmp_path / "data/raw/rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert m["read"] == m["kept"] + m["rejected_total"] == m["per_source"]["s"]["read"]
+    assert len(rej) == m["rejected_total"]
+    for r in rej:  # every rejection says where and why
+        assert set(r) == {"source", "file", "line", "reason", "detail"} and r["source"] == "s" and r["file"] == name
+        assert r["detail"].startswith(r["reason"])
+    return m, rej, list(io.read_docs(tmp_path / "data/raw"))
+
+
+GOOD = jsonl_line({"id": "ok", "text": GOOD_TEXT}) + b"\n"
+
+
+@pytest.mark.parametrize("line, reason", [
+    (b'{"id": "x", "text": "no closing brace"', "malformed_json"),
+    (b'{"id": "x", "text": "caf\xe9"}', "invalid_utf8"),
+    (b'{"id": "x", "text": "\xff\xfe broken bytes"}', "invalid_utf8"),
+    (jsonl_line({"id": "x", "lang": "en"}), "missing_text"),
+    (jsonl_line({"id": "x", "text": None}), "missing_text"),
+    (jsonl_line({"id": "x", "text": ["a", "list"]}), "text_not_string"),
+    (jsonl_line({"id": "x", "text": {"a": 1}}), "text_not_string"),
+    (jsonl_line({"id": "x", "text": ""}), "empty_text"),
+    (jsonl_line({"id": "x", "text": " \u3000\n\t"}), "empty_text"),  # ideographic space is whitespace too
+    (b'"a bare string"', "not_an_object"),
+    (b'{"id": "x", "text": "trailing comma",}', "malformed_json"),
+    (b"[" * 2000 + b"]" * 2000, "malformed_json"),  # nesting deeper than the parser allows: an error, not a crash
+])
+def test_each_malformed_record_is_rejected_with_its_reason(tmp_path, make_ctx, line, reason):
+    m, rej, docs = ingest_file(tmp_path, make_ctx, GOOD + line + b"\n" + GOOD.replace(b'"ok"', b'"ok2"'))
+    assert (m["read"], m["kept"]) == (3, 2)
+    assert m["rejected"] == {reason: 1}
+    assert [(r["line"], r["reason"]) for r in rej] == [(2, reason)]
+    assert [d["id"] for d in docs] == ["ok", "ok2"]
+
+
+def test_a_truncated_last_line_is_rejected_as_truncated(tmp_path, make_ctx):
+    m, rej, docs = ingest_file(tmp_path, make_ctx, GOOD + b'{"id": "cut", "text": "the write was interr')
+    assert m["rejected"] == {"truncated": 1} and m["kept"] == 1
+    assert rej[0]["line"] == 2 and "no newline" in rej[0]["detail"]
+
+
+def test_a_last_line_without_newline_that_parses_is_kept(tmp_path, make_ctx):
+    m, _, docs = ingest_file(tmp_path, make_ctx, GOOD + jsonl_line({"id": "last", "text": "Fine without a newline."}))
+    assert m["kept"] == 2 and m["rejected_total"] == 0 and docs[-1]["id"] == "last"
+
+
+def test_too_large_text_is_rejected_with_its_size(tmp_path, make_ctx):
+    text = "é" * 600  # 1200 UTF-8 bytes, 600 characters: the size is in bytes
+    m, rej, _ = ingest_file(tmp_path, make_ctx, GOOD + jsonl_line({"id": "big", "text": text}) + b"\n",
+                            max_doc_bytes=1000)
+    assert m["rejected"] == {"too_large": 1}
+    assert rej[0]["detail"] == "too_large: 1200 bytes > ingest.max_doc_bytes 1000"
+    # exactly at the cap is fine
+    m, _, _ = ingest_file(tmp_path, make_ctx, GOOD + jsonl_line({"id": "cap", "text": "é" * 500}) + b"\n",
+                          max_doc_bytes=1000)
+    assert m["kept"] == 2
+
+
+def test_a_50_mb_document_is_rejected_on_its_raw_size_without_being_decoded(tmp_path, make_ctx):
+    import tracemalloc
+
+    head, tail = b'{"id": "huge", "text": "', b'"}'
+    size = len(head) + 50 * 1024 * 1024 + len(tail)
+    with open(tmp_path / "in.jsonl", "wb") as f:
+        f.write(GOOD + head)
+        for _ in range(50):
+            f.write(b"a" * (1024 * 1024))
+        f.write(tail + b"\n" + GOOD.replace(b'"ok"', b'"after"'))
+    tracemalloc.start()
+    try:
+        m, rej, docs = ingest_file(tmp_path, make_ctx, None, max_doc_bytes=1_000_000)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert (m["read"], m["kept"], m["rejected"]) == (3, 2, {"too_large": 1})
+    assert [d["id"] for d in docs] == ["ok", "after"]  # the line after the huge one is read normally
+    assert rej[0]["line"] == 2
+    assert rej[0]["detail"].startswith(f"too_large: {size} bytes (raw line, not decoded) > line limit "
+                                       f"{ingest.line_limit(1_000_000)}")
+    # readline(limit) joins its pieces, so up to twice the line limit (7 MB) is live for a moment;
+    # parsing the line (the code before this check) peaked at 734 MB here.
+    assert peak < 2 * ingest.line_limit(1_000_000) + 2 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+
+
+def parquet_source(tmp_path, make_ctx, table, **params):
+    (tmp_path / "pq").mkdir(exist_ok=True)
+    pq.write_table(table, tmp_path / "pq" / "part-0.parquet")
+    ov = {"data.sources": [{"name": "pq", "format": "parquet", "path": "pq/*.parquet", "lang": "en",
+                            "license": "CC0-1.0"}]}
+    ov.update({f"ingest.{k}": v for k, v in params.items()})
+    run_ingest(make_ctx, ov)
+    m = io.read_json(tmp_path / "metrics/ingest.json")
+    assert m["read"] == m["kept"] + m["rejected_total"]
+    rej = [json.loads(x) for x in (tmp_path / "data/raw/rejected.jsonl").read_text().splitlines()]
+    return m, rej
+
+
+def test_a_parquet_file_without_a_text_column_rejects_every_row(tmp_path, make_ctx):
+    table = pa.table({"id": ["a", "b", "c"], "content": ["x", "y", "z"]})
+    m, rej = parquet_source(tmp_path, make_ctx, table)
+    assert (m["read"], m["kept"], m["rejected"]) == (3, 0, {"missing_text": 3})
+    assert [r["line"] for r in rej] == [1, 2, 3]
+    assert "no 'text' column (columns: id, content)" in rej[0]["detail"]
+    assert io.count_docs(tmp_path / "data/raw") == 0
+
+
+def test_a_parquet_text_column_of_the_wrong_type_or_size(tmp_path, make_ctx):
+    m, _ = parquet_source(tmp_path, make_ctx, pa.table({"text": pa.array([1, 2], pa.int64())}))
+    assert m["rejected"] == {"text_not_string": 2}
+    m, rej = parquet_source(tmp_path, make_ctx, pa.table({"text": ["short enough", "x" * 5000]}), max_doc_bytes=4000)
+    assert m["kept"] == 1 and [r["detail"] for r in rej] == ["too_large: 5000 bytes > ingest.max_doc_bytes 4000"]
+
+
+def test_an_unreadable_parquet_file_is_a_clear_error(tmp_path, make_ctx):
+    (tmp_path / "pq").mkdir()
+    good = pa.table({"text": ["fine"]})
+    pq.write_table(good, tmp_path / "pq" / "a.parquet")
+    data = (tmp_path / "pq" / "a.parquet").read_bytes()
+    (tmp_path / "pq" / "b.parquet").write_bytes(data[: len(data) // 2])  # a download cut in half
+    ctx = make_ctx("ingest", {"data.sources": [{"name": "pq", "format": "parquet", "path": "pq/*.parquet",
+                                                 "lang": "en", "license": "CC0-1.0"}]})
+    with pytest.raises(StageError, match=r"'pq': pq/b.parquet is not a readable Parquet file"):
+        ingest.run(ctx)
+    assert not (tmp_path / "data/raw").exists()
+
+
+def test_an_integer_id_of_zero_is_kept_as_id(tmp_path, make_ctx):
+    _, _, docs = ingest_file(tmp_path, make_ctx, jsonl_line({"id": 0, "text": GOOD_TEXT}) + b"\n")
+    assert docs[0]["id"] == "0"
+
+
+# ---------------------------------------------------------------- kill -9 and re-run
+def _repo_dir(root, corpus: bytes) -> None:
+    """A repo-shaped directory: params.yaml (the project's, tracking off) and one generated source."""
+    import yaml
+
+    from repo_copy import PROJECT
+
+    prm = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    prm["tracking"]["enabled"] = False
+    prm["data"]["sources"] = [{"name": "gen", "format": "jsonl", "path": "in/*.jsonl", "lang": "en", "license": "CC0-1.0"}]
+    prm["ingest"]["rows_per_shard"] = 1000
+    (root / "in").mkdir(parents=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(prm))
+    (root / "in" / "gen.jsonl").write_bytes(corpus)
+
+
+def _generated_corpus(n: int) -> bytes:
+    import random
+
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(500)]
+    lines = []
+    for i in range(n):
+        if i % 997 == 0:
+            lines.append(b'{"id": "broken-%d", "text": "no end' % i)  # a malformed record now and then
+        else:
+            lines.append(jsonl_line({"id": f"d{i}", "text": " ".join(rng.choices(words, k=40)),
+                                     "url": f"https://site{i % 40}.example/{i}", "date": f"{2010 + i % 14}-06-01"}))
+    return b"\n".join(lines) + b"\n"
+
+
+def _outputs(root) -> dict:
+    files = {f"data/raw/{p.name}": p.read_bytes() for p in sorted((root / "data/raw").iterdir())}
+    return {**files, "metrics/ingest.json": (root / "metrics/ingest.json").read_bytes()}
+
+
+def test_a_killed_ingest_rerun_gives_the_uninterrupted_bytes(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from repo_copy import BIN, PROJECT, env
+
+    n = 30_000
+    corpus = _generated_corpus(n)
+    e = env(tmp_path, PYTHONPATH=str(PROJECT))
+    e.pop("DVC_ROOT", None)
+    cmd = [str(BIN / "python"), "-m", "stages.ingest"]
+
+    def run(root):
+        proc = subprocess.run(cmd, cwd=root, env=e, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def run_and_kill(root):
+        """Start the stage, SIGKILL it once its temp output holds 2 shards (of 30), return the leftovers."""
+        proc = subprocess.Popen(cmd, cwd=root, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        try:
+            while not list((root / "data").glob(".raw.tmp-*/part-00001.parquet")):
+                assert proc.poll() is None, "the stage ended before it could be killed (make the input bigger)"
+                assert time.monotonic() < deadline, "no shard appeared within 120 s"
+                time.sleep(0.005)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL  # killed, not finished
+        return list((root / "data").glob(".raw.tmp-*"))
+
+    ref = tmp_path / "uninterrupted"
+    _repo_dir(ref, corpus)
+    run(ref)
+    expected = _outputs(ref)
+    assert io.read_json(ref / "metrics/ingest.json")["rejected"] == {"malformed_json": len(range(0, n, 997))}
+
+    # Killed on a first run: nothing at data/raw, only a temp dir; the re-run removes it and matches.
+    fresh = tmp_path / "killed"
+    _repo_dir(fresh, corpus)
+    leftovers = run_and_kill(fresh)
+    assert leftovers and not (fresh / "data/raw").exists() and not (fresh / "metrics/ingest.json").exists()
+    run(fresh)
+    assert _outputs(fresh) == expected
+    assert not list((fresh / "data").glob(".raw.tmp-*")), "the killed run's temp output was not cleaned"
+
+    # Killed over a complete output: that output stays as it was, byte for byte.
+    assert run_and_kill(ref)
+    assert _outputs(ref) == expected
+    run(ref)
+    assert _outputs(ref) == expected and not list((ref / "data").glob(".raw.tmp-*"))
+
+
+def test_only_temp_outputs_of_dead_processes_on_this_host_are_removed(tmp_path):
+    import socket
+    import subprocess
+
+    out = tmp_path / "raw"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = tmp_path / f".raw.tmp-{host}-{dead.pid}"
+    live = tmp_path / f".raw.tmp-{host}-{os.getppid()}"  # pytest's parent: alive
+    remote = tmp_path / f".raw.tmp-other-host-{dead.pid}"  # a shared filesystem: not ours to judge
+    for d in (stale, live, remote):
+        d.mkdir()
+    with io.atomic_dir(out) as tmp:
+        (tmp / "x").write_text("x")
+    assert not stale.exists() and live.exists() and remote.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["x"]
