@@ -6,15 +6,19 @@ of each space-joined 5-gram, and datatrove's own permutations (`get_signature`, 
 candidate pairs are exactly those of datatrove's 4-stage pipeline (benchmarks/dedup_quality.py
 checks that the clusters agree), only found faster:
   - spaCy tokenizes each whitespace-separated chunk on its own, so each distinct chunk is
-    tokenized once per language and cached; a document's new chunks go to spaCy in one call.
-    That is what made datatrove's signature stage slow (spaCy on every word of every document).
+    tokenized once per language and cached. A new chunk that no special case, prefix, suffix or
+    infix rule of the tokenizer matches is one token by spaCy's algorithm and skips spaCy; the
+    rest (about 1 %) go to spaCy, one call per document. spaCy on every word of every document
+    (building a Doc and vocabulary entries) was most of the cost of datatrove's signature stage.
   - the normalisation makes fewer passes over the text than datatrove's `simplify_text`
     (same steps, same order; tests compare the two).
   - LSH banding and union-find run in memory: on one machine datatrove's file-based stages 2-4
     (sorted signature files, pair files, remove lists) only add I/O.
 The input is read twice: the first pass keeps ids, exact keys and signatures (14 x 8 uint64 per
-document), not texts; the second writes the kept documents. Memory grows with the number of
-documents, not with their length.
+document), not texts; the second writes the kept documents. Beyond the Parquet shard being read
+or written (io.read_docs and io.write_docs hold one shard), memory grows with the number of
+documents (1-2 KB each) and the vocabulary (the chunk cache, capped by CACHE_MAX), not with the
+length of the texts.
 
 Per language: documents of different languages are never merged, exact or near (Lucie ran the
 MinHash per language). Languages without a datatrove word tokenizer here (code) use the English
@@ -41,7 +45,7 @@ import numpy as np
 
 from . import io
 from .params import WORD_TOKENIZER, MinHash
-from .runtime import Ledger, StageContext, stage
+from .runtime import Ledger, StageContext, StageError, stage
 
 IN, OUT = "data/filtered", "data/dedup"
 CACHE_MAX = 2_000_000  # distinct chunks cached per language before the cache starts over (bounds memory)
@@ -101,6 +105,7 @@ class Shingler:
         self._special = frozenset(tk.rules)
         self._prefix, self._suffix, self._infix = tk.prefix_search, tk.suffix_search, tk.infix_finditer
         self._cache: dict[str, tuple[str, ...]] = {}
+        self.new_chunks = self.spacy_chunks = 0  # distinct chunks tokenized so far / of which by spaCy
 
     def _one_token(self, chunk: str) -> bool:
         """True when spaCy would keep the chunk whole: no special case, no prefix, suffix or infix match.
@@ -113,9 +118,8 @@ class Shingler:
                 and next(self._infix(chunk), None) is None)
 
     def _learn(self, chunks: list[str]) -> None:
-        """Tokenize new chunks in one spaCy call; tokens are assigned back to chunks by offset."""
-        if len(self._cache) + len(chunks) > CACHE_MAX:
-            self._cache.clear()
+        """Cache the tokens of new chunks: one-token chunks directly, the others through spaCy."""
+        self.new_chunks += len(chunks)
         hard = []
         for c in chunks:
             if self._one_token(c):
@@ -123,9 +127,11 @@ class Shingler:
             else:
                 hard.append(c)
         if hard:
+            self.spacy_chunks += len(hard)
             self._spacy_learn(hard)
 
     def _spacy_learn(self, chunks: list[str]) -> None:
+        """Tokenize chunks in one spaCy call; tokens are assigned back to their chunk by offset."""
         text = " ".join(chunks)
         starts, pos = [], 0
         for c in chunks:
@@ -149,10 +155,13 @@ class Shingler:
         norm = self.normalise(text)
         chunks = norm.split(" ") if norm else []
         cache = self._cache
-        new = [c for c in dict.fromkeys(chunks) if c not in cache]
+        distinct = dict.fromkeys(chunks)
+        new = [c for c in distinct if c not in cache]
+        if new and len(cache) + len(new) > CACHE_MAX:  # start over, with this document's chunks
+            cache.clear()
+            new = list(distinct)
         if new:
             self._learn(new)
-            cache = self._cache
         words: list[str] = []
         for c in chunks:
             words.extend(cache[c])
@@ -242,6 +251,15 @@ def scan(docs, p, signer: Signer | None) -> Scan:
                 sig = signer.signature(d["text"], d["lang"])
                 if sig is not None:
                     s.sigs[i] = sig
+    if len(set(s.ids)) != len(s.ids):
+        seen, dup = set(), None
+        for x in s.ids:
+            if x in seen:
+                dup = x
+                break
+            seen.add(x)
+        raise StageError(f"duplicate document id {dup!r} in the input: a cluster keeps its smallest id, "
+                         f"so ids must be unique (ingest rejects duplicates)")
     return s
 
 
@@ -251,7 +269,7 @@ def lsh_union(s: Scan, uf: UnionFind, bands: int, rows: int) -> None:
     for i, sig in s.sigs.items():
         lang = s.langs[i]
         for b in range(bands):
-            key = ("", b, sig[b * rows : (b + 1) * rows].tobytes())
+            key = (lang, b, sig[b * rows : (b + 1) * rows].tobytes())
             j = first.setdefault(key, i)
             if j != i:
                 uf.union(i, j)

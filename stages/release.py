@@ -205,7 +205,7 @@ def run(ctx: StageContext) -> None:
                            name=f"{r.model_name}-instruct", license=r.license, languages=r.languages,
                            tags=["lucie-repro"], repo_url=r.code_url, license_file=ctx.root / "LICENSE")
         # Intermediate checkpoints (HF format, Lucie-style revision names): one Hub branch each at publish time.
-        revisions = sorted(c.name for c in ctx.path(CHECKPOINTS).iterdir()) if ctx.path(CHECKPOINTS).is_dir() else []
+        revisions = sorted(c.name for c in ctx.path(CHECKPOINTS).iterdir() if c.is_dir()) if ctx.path(CHECKPOINTS).is_dir() else []
         for rev in revisions:
             shutil.copytree(ctx.path(CHECKPOINTS) / rev, tmp / "checkpoints" / rev)
         results_table = ctx.path("artifacts/eval/results.md").read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """filter + dedup on a tiny planted corpus: each noise document is dropped by the rule
 meant to catch it (with a drop record), clean text and code survive, the ledger adds up;
-dedup removes an exact and a near duplicate into the first occurrence's cluster, and a
+dedup removes an exact and a near duplicate into the cluster of its smallest id, and a
 rerun writes byte-identical files."""
 from __future__ import annotations
 
@@ -217,12 +217,12 @@ def test_dedup_rerun_is_byte_identical(deduped):
 def test_cluster_of_a_copy_of_a_near_duplicate_is_the_kept_representative(make_ctx, tmp_path):
     text = sample("en.jsonl")["en-wiki-002"]["text"]
     near = perturb(text)
-    rows = [doc("orig", text, "en"), doc("near", near, "en"), doc("near-copy", near, "en")]
+    rows = [doc("a-orig", text, "en"), doc("b-near", near, "en"), doc("c-near-copy", near, "en")]
     d = tmp_path / "data/filtered"
     d.mkdir(parents=True)
     io.write_manifest(d, io.write_docs(d, rows))
     dedup.run(make_ctx("dedup"))
-    assert [x["id"] for x in io.read_docs(tmp_path / "data/dedup")] == ["orig"]
+    assert [x["id"] for x in io.read_docs(tmp_path / "data/dedup")] == ["a-orig"]
     removed = {r["id"]: r["cluster"] for r in read_jsonl(tmp_path / "data/dedup/removed.jsonl")}
-    assert removed["near"] == "orig"
-    assert removed["near-copy"] == "orig", removed  # today: "near", which is not kept
+    assert removed["b-near"] == "a-orig"
+    assert removed["c-near-copy"] == "a-orig", removed  # the kept document, never another removed one

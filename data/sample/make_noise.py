@@ -280,6 +280,9 @@ def build() -> tuple[dict[str, list[dict]], list[dict]]:
 
         def add(kind, text, url, original=None):
             nid = f"{lang}-noise-{len(docs) + 1:03d}"
+            if kind in ("exact_duplicate", "near_duplicate"):
+                # dedup keeps a cluster's smallest id: a copy's id extends its original's, so it sorts after it
+                nid = f"{original['id']}-{'copy' if kind == 'exact_duplicate' else 'edit'}"
             docs.append({"id": nid, "text": text, "lang": lang, "source": NOISE_SOURCE, "category": NOISE_CATEGORY,
                          "license": NOISE_LICENSE, "url": url, "date": random_date(rng)})
             stage_, rule = EXPECT[kind]
