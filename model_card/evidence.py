@@ -182,6 +182,10 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
         item("Evaluation data", "data", eval_files[0] if eval_files else None, data_lic, members=eval_files),
         item("Sample model outputs", "document", samples[0] if samples else None, model_lic, members=samples),
         item("Model metadata", "data", "model/config.json", model_lic),
+        item("Research paper", "document", "paper/paper.pdf" if (release / "paper" / "paper.pdf").exists() else None,
+             model_lic, note="" if (release / "paper" / "paper.pdf").exists() else
+             "no research paper in the release: the technical report (rendered from the run's metrics) counts "
+             "for MOF Class II; Class I needs an archived paper about this model (release/paper/paper.pdf)"),
     ]
     if code:
         ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "commit") if k in code})

@@ -12,15 +12,20 @@ Two engines take the same decisions (`filter.engine`):
 - `datatrove`: datatrove's own blocks (URLFilter, GopherRepetition/Quality, C4QualityFilter), the
   reference Lucie's authors ran; the value and threshold of a drop come from the fast rule of the same
   name when it reports the same reason.
+Scale-out (docs/SCALE_OUT.md): the rows are cut into `executor.tasks` contiguous ranges, each filtered by a
+FilterTask on datatrove's Local/Slurm/Ray executor into its own folder, then merged in task order; the output
+is the same for any number of workers, and with tasks: 1 the same bytes as one loop over the corpus.
 Language ID is datatrove's FT176LID in both, with fastText's lid.176 model read from a local file
 (`filter.language.model`, fetched by `make setup`) instead of its download.
 """
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
+from . import executor
 from . import filter_rules as fr
 from . import io
 from .params import WORD_TOKENIZER, Filter
@@ -96,6 +101,13 @@ def _path_for(spec, lang: str) -> str | None:
     return spec.replace("{lang}", lang)
 
 
+def perplexity_status(p: Filter) -> dict:
+    """What metrics/filter.json says about the perplexity rule (a Chain loads a model for exactly these languages)."""
+    langs = sorted(lang for lang in p.text_langs if _path_for(p.perplexity.model, lang) is not None)
+    return {"enabled": int(bool(langs)), "languages": langs, "min": p.perplexity.min,
+            "max": p.perplexity.max, **({} if langs else {"note": PERPLEXITY_OFF})}
+
+
 class Chain:
     """The ordered (rule name, rule) pairs for each language, built once."""
 
@@ -134,9 +146,7 @@ class Chain:
         return rules
 
     def perplexity_status(self) -> dict:
-        langs = sorted(self.perplexity)
-        return {"enabled": int(bool(langs)), "languages": langs, "min": self.p.perplexity.min,
-                "max": self.p.perplexity.max, **({} if langs else {"note": PERPLEXITY_OFF})}
+        return perplexity_status(self.p)
 
     def splitter(self, lang: str) -> fr.WordSplitter:
         if lang not in self.splitters:
@@ -248,49 +258,114 @@ def decide(chain: Chain, doc: dict) -> tuple[str, str | None, str]:
     return d.verdict, d.rule, d.detail
 
 
+class FilterTask:
+    """One executor task: rows [start, end) of data/raw -> Parquet parts, drop records and counters in a folder.
+
+    Picklable for worker processes and Slurm (the loaded rules are not sent: each process builds its own
+    Chain); a copy in the same process (LocalPipelineExecutor deep-copies the pipeline per task) shares it.
+    """
+
+    def __init__(self, p: Filter, root: Path, src: Path, rows_per_shard: int, chain: Chain | None = None):
+        self.p, self.root, self.src, self.rows_per_shard = p, Path(root), Path(src), rows_per_shard
+        self._chain = chain
+
+    def __getstate__(self):
+        return {**self.__dict__, "_chain": None}
+
+    def __deepcopy__(self, memo):
+        return FilterTask(self.p, self.root, self.src, self.rows_per_shard, self._chain)
+
+    def chain(self) -> Chain:
+        if self._chain is None:
+            self._chain = Chain(self.p, self.root)
+        return self._chain
+
+    def __call__(self, rank: int, world_size: int, out: Path) -> dict:
+        chain = self.chain()
+        start, end = executor.row_range(io.count_docs(self.src), rank, world_size)
+        ledger, dropped = Ledger(), []
+        per_source: dict[str, Counter] = {}
+        by_check: Counter = Counter()
+
+        def kept():
+            for doc in executor.read_rows(self.src, start, end):
+                ledger.read += 1
+                c = per_source.setdefault(doc["source"], Counter())
+                c["read"] += 1
+                d = decide_full(chain, doc)
+                if d.verdict == "keep":
+                    ledger.kept += 1
+                    c["kept"] += 1
+                    yield doc
+                    continue
+                if d.verdict == "drop":
+                    ledger.drop(d.rule)
+                    c[f"dropped.{d.rule}"] += 1
+                    by_check[f"{d.rule}.{d.check}"] += 1
+                else:
+                    ledger.reject("filter_error")
+                    c["rejected"] += 1
+                dropped.append({"id": doc["id"], "source": doc["source"], "verdict": d.verdict, "rule": d.rule,
+                                "check": d.check, "value": d.value, "threshold": d.threshold, "detail": d.detail})
+
+        io.write_manifest(out, io.write_docs(out, kept(), self.rows_per_shard))
+        io.write_jsonl(out / "dropped.jsonl", dropped)
+        return {"rows": [start, end], "read": ledger.read, "kept": ledger.kept, "dropped": dict(ledger.dropped),
+                "rejected": dict(ledger.rejected), "by_check": dict(by_check),
+                "per_source": {s: dict(c) for s, c in per_source.items()}}
+
+
+def merge(dirs: list[Path], out: Path) -> tuple[Ledger, dict[str, Counter], Counter]:
+    """The tasks' outputs, in rank order, as the stage's output folder; their counters summed."""
+    ledger, per_source, by_check = Ledger(), {}, Counter()
+    with io.atomic_dir(out) as tmp:
+        io.write_manifest(tmp, executor.merge_parts(dirs, tmp))
+        with open(tmp / "dropped.jsonl", "wb") as f:
+            for d in dirs:
+                with open(d / "dropped.jsonl", "rb") as part:
+                    shutil.copyfileobj(part, f)
+        for d in dirs:
+            t = io.read_json(d / executor.TASK_RESULT)
+            ledger.read += t["read"]
+            ledger.kept += t["kept"]
+            ledger.dropped.update(t["dropped"])
+            ledger.rejected.update(t["rejected"])
+            by_check.update(t["by_check"])
+            for s, c in t["per_source"].items():
+                per_source.setdefault(s, Counter()).update(c)
+    return ledger, per_source, by_check
+
+
 def run(ctx: StageContext, chain: Chain | None = None) -> None:
-    """Filter data/raw into data/filtered. `chain` lets a caller reuse loaded rules (built from the same
-    `filter` params); the stage builds its own."""
+    """Filter data/raw into data/filtered, as `executor.tasks` tasks on the configured executor (default: one
+    task in this process), merged in task order. `chain` lets a caller reuse loaded rules (built from the same
+    `filter` params) for tasks that run in this process; otherwise each process builds its own."""
     p = ctx.params.filter
-    chain = chain or Chain(p, ctx.root)
-    if chain.p != p:
+    if chain is not None and chain.p != p:
         raise ValueError("the chain was built from other filter params than the stage's")
-    status = chain.perplexity_status()
+    ex = ctx.params.executor
+    if chain is None and ex.kind == "local" and ex.workers == 1:
+        chain = Chain(p, ctx.root)  # built here so that a missing model fails before any task starts
+    status = perplexity_status(p)
     if not status["enabled"]:
         console.print(f"[filter] {PERPLEXITY_OFF}", markup=False)
-    ledger, dropped = Ledger(), []
-    per_source: dict[str, Counter] = {}
-    by_check: Counter = Counter()
-
-    def kept():
-        for doc in ctx.progress(io.read_docs(ctx.path(IN)), io.count_docs(ctx.path(IN)), "filtering"):
-            ledger.read += 1
-            c = per_source.setdefault(doc["source"], Counter())
-            c["read"] += 1
-            d = decide_full(chain, doc)
-            if d.verdict == "keep":
-                ledger.kept += 1
-                c["kept"] += 1
-                yield doc
-                continue
-            if d.verdict == "drop":
-                ledger.drop(d.rule)
-                c[f"dropped.{d.rule}"] += 1
-                by_check[f"{d.rule}.{d.check}"] += 1
-            else:
-                ledger.reject("filter_error")
-                c["rejected"] += 1
-            dropped.append({"id": doc["id"], "source": doc["source"], "verdict": d.verdict, "rule": d.rule,
-                            "check": d.check, "value": d.value, "threshold": d.threshold, "detail": d.detail})
-
-    io.write_corpus(ctx.path(OUT), kept(), ctx.params.ingest.rows_per_shard, "dropped.jsonl", dropped)
+    out = ctx.path(OUT)
+    task = FilterTask(p, ctx.root, ctx.path(IN), ctx.params.ingest.rows_per_shard, chain)
+    try:
+        dirs = executor.run_tasks(ctx.root, ex, "filter", task, out)
+        ledger, per_source, by_check = merge(dirs, out)
+    except executor.ExecutorError as err:
+        raise StageError(str(err)) from None
+    finally:
+        executor.cleanup(out)
     metrics = {**ledger.as_dict(), "engine": p.engine, "dropped_by_check": dict(sorted(by_check.items())),
                "perplexity": status,
                "per_source": {s: dict(sorted(c.items())) for s, c in sorted(per_source.items())}}
     ctx.write_metrics("metrics/filter.json", metrics)
     ctx.dataset(IN, "input")
     ctx.dataset(OUT, "output")
-    ctx.summary(f"{ledger.summary()} [{p.engine}] -> {OUT}")
+    tasks = f", {ex.tasks} tasks on {ex.kind}" if ex.tasks > 1 or ex.kind != "local" else ""
+    ctx.summary(f"{ledger.summary()} [{p.engine}{tasks}] -> {OUT}")
 
 
 def main() -> None:

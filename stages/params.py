@@ -188,6 +188,53 @@ class Mix(Strict):
         return self
 
 
+# ---------------------------------------------------------------- executor (data stages' scale-out)
+class SlurmExecutor(Strict):
+    """What datatrove's SlurmPipelineExecutor writes into its sbatch array script (`python -m stages.executor
+    --sbatch filter` prints it). One array task per datatrove task; `executor.workers` caps how many run at once."""
+    partition: str = "cpu"
+    time: str = Field(default="04:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+    cpus_per_task: int = Field(default=1, gt=0)
+    mem_per_cpu_gb: int = Field(default=2, gt=0)
+    job_name: str = Field(default="lucie-data", pattern=r"^[A-Za-z0-9._-]+$")  # "-<stage>" is appended
+    qos: str | None = None
+    env_command: str | None = "source .venv/bin/activate"  # shell line run before the task (relative to the submit dir)
+    sbatch_args: dict[str, str | int] = {}  # more #SBATCH options, e.g. {account: my-project}
+    max_array_size: int = Field(default=1001, gt=0)  # the cluster's MaxArraySize
+    poll_seconds: int = Field(default=60, gt=0)  # the stage waits for the array job, then merges
+
+
+class RayExecutor(Strict):
+    """datatrove's RayPipelineExecutor (needs `pip install "ray[default]"`, not in the lock). The stage connects
+    to `address` (null: a local Ray instance) before running the tasks."""
+    address: str | None = None
+    cpus_per_task: int = Field(default=1, gt=0)
+    mem_per_cpu_gb: float = Field(default=2, gt=0)
+
+
+class Executor(Strict):
+    """Where the per-task work of the data stages (filter) runs: datatrove's Local/Slurm/Ray executors.
+
+    The input rows are cut into `tasks` contiguous ranges; each task writes its own Parquet parts and records,
+    and the stage merges them in task order. The documents, their order, the drop records and the metrics do not
+    depend on `tasks` or `workers`; the Parquet shard boundaries do depend on `tasks` (each task ends its last
+    shard), so `tasks` is part of the output contract and `workers` is not.
+    """
+    kind: Literal["local", "slurm", "ray"] = "local"
+    tasks: int = Field(default=1, gt=0)
+    workers: int = Field(default=1, ge=-1)  # tasks run at once; -1: all of them
+    logging_dir: str = "logs/datatrove"  # datatrove's logs, stats and completions, one folder per stage
+    slurm: SlurmExecutor = SlurmExecutor()
+    ray: RayExecutor = RayExecutor()
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be >= 1, or -1 for as many as tasks")
+        return v
+
+
 # ---------------------------------------------------------------- tokenizer + tokenize
 class TokenizerP(Strict):
     from_file: str | None = None  # use a given tokenizer.json (e.g. Lucie's) instead of training
@@ -507,6 +554,7 @@ class Params(Strict):
     ingest: Ingest = Ingest()
     filter: Filter = Filter()
     dedup: Dedup = Dedup()
+    executor: Executor = Executor()
     mix: Mix = Mix()
     tokenizer: TokenizerP = TokenizerP()
     tokenize: Tokenize = Tokenize()

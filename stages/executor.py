@@ -1,0 +1,237 @@
+"""Run a data stage's per-task work on a datatrove executor (local processes, a Slurm array, or Ray).
+
+Why datatrove's executors: they are what Lucie's data pipeline ran on, they already know how to start N
+tasks on one machine (LocalPipelineExecutor), as a Slurm job array (SlurmPipelineExecutor: pickles the
+pipeline, writes the sbatch script, `launch_pickled_pipeline` per array task) or on a Ray cluster
+(RayPipelineExecutor), and they record logs, stats and completions per task in `logging_dir`.
+
+The contract that keeps the output independent of how many processes ran it:
+  - the input rows (manifest order) are cut into `executor.tasks` contiguous ranges; task `rank` reads
+    rows [N*rank//tasks, N*(rank+1)//tasks) only, so every task has a fixed subset whatever runs it;
+  - a task writes its Parquet parts, its records and its counters into its own folder
+    (`data/.<out>.tasks/task-NNNNN`, renamed into place only when complete);
+  - the stage then merges in the main process, in rank order: parts are renamed (never rewritten) into
+    part-00000, part-00001, ... of the usual output folder, records are concatenated, counters summed.
+So `workers` (how many tasks run at once, and where) never changes a byte. `tasks` changes where shards
+end (each task closes its last shard), not the documents, their order, the records or the metrics; with
+tasks: 1 the output is the one a single loop writes.
+
+    python -m stages.executor --sbatch filter     # the sbatch script SlurmPipelineExecutor would submit
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow.parquet as pq
+
+from . import io
+from .params import Executor, Params, load
+
+TASK_RESULT = "task.json"  # written last by a task: its counters; its presence means the task finished
+RAY_PIN = 'ray[default]'  # what datatrove 0.10.1's `ray` extra installs; not in requirements.lock (hundreds of MB)
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot run (missing package, failed task); the message says what to do."""
+
+
+# ---------------------------------------------------------------- which rows a task owns
+def row_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows [start, end) of task `rank` out of `world_size`: contiguous, balanced, covering 0..total."""
+    return total * rank // world_size, total * (rank + 1) // world_size
+
+
+def read_rows(in_dir: str | Path, start: int, end: int) -> Iterator[dict]:
+    """Rows [start, end) of a document directory in manifest order, reading only the shards that hold them."""
+    in_dir = Path(in_dir)
+    offset = 0
+    for entry in io.read_json(in_dir / io.MANIFEST)["files"]:
+        lo, hi = offset, offset + entry["rows"]
+        offset = hi
+        if hi <= start or entry["rows"] == 0:
+            continue
+        if lo >= end:
+            break
+        table = pq.read_table(in_dir / entry["path"], schema=io.DOC_SCHEMA)
+        yield from table.slice(max(start - lo, 0), min(end, hi) - max(start, lo)).to_pylist()
+
+
+# ---------------------------------------------------------------- the step datatrove runs per rank
+def staging_dir(out: Path) -> Path:
+    """Where the tasks of the stage writing `out` put their results (a sibling, so the same filesystem)."""
+    return out.with_name(f".{out.name}.tasks")
+
+
+def task_dir(staging: Path, rank: int) -> Path:
+    return staging / f"task-{rank:05d}"
+
+
+class TaskStep:
+    """A datatrove pipeline entry: `(data, rank, world_size)` -> run `work(rank, world_size, folder)`.
+
+    `work` writes its files into an empty folder and returns its counters (JSON); the folder is renamed to
+    task-NNNNN with task.json inside only when the work returned, so the merge never trusts half a task.
+    Picklable (dill) for worker processes and Slurm; `work` decides what it keeps when pickled or copied.
+    """
+
+    def __init__(self, work: Callable[[int, int, Path], dict], staging: Path):
+        self.work, self.staging = work, Path(staging)
+
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        final = task_dir(self.staging, rank)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        counters = self.work(rank, world_size, tmp)
+        io.write_json(tmp / TASK_RESULT, counters)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return data
+
+    def __repr__(self) -> str:  # datatrove logs the pipeline
+        return f"TaskStep({type(self.work).__name__})"
+
+
+# ---------------------------------------------------------------- executors from params
+def logging_dir(root: Path, p: Executor, stage: str) -> Path:
+    return (root / p.logging_dir / stage).resolve()
+
+
+def build(p: Executor, pipeline: list, stage: str, root: Path):
+    """The datatrove executor `executor.kind` names, for `pipeline`. Constructing it starts nothing."""
+    log_dir = str(logging_dir(root, p, stage))
+    # skip_completed=False: the stage clears its staging folder first, so an old completion means nothing
+    if p.kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        return LocalPipelineExecutor(pipeline, tasks=p.tasks, workers=p.workers, logging_dir=log_dir,
+                                     skip_completed=False)
+    if p.kind == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor
+
+        s = p.slurm
+        return SlurmPipelineExecutor(
+            pipeline, tasks=p.tasks, workers=p.workers, time=s.time, partition=s.partition,
+            cpus_per_task=s.cpus_per_task, mem_per_cpu_gb=s.mem_per_cpu_gb, job_name=f"{s.job_name}-{stage}",
+            qos=s.qos, env_command=s.env_command, sbatch_args=dict(s.sbatch_args), max_array_size=s.max_array_size,
+            logging_dir=log_dir, skip_completed=False, slurm_logs_folder=str(Path(log_dir) / "slurm_logs"),
+            requeue_signals=None)
+    if p.kind == "ray":
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        r = p.ray
+        return RayPipelineExecutor(pipeline, tasks=p.tasks, workers=p.workers, logging_dir=log_dir,
+                                   skip_completed=False, cpus_per_task=r.cpus_per_task, mem_per_cpu_gb=r.mem_per_cpu_gb)
+    raise ValueError(f"unknown executor kind {p.kind!r}")
+
+
+def require_ray() -> None:
+    if importlib.util.find_spec("ray") is None:
+        raise ExecutorError(
+            f"executor.kind: ray needs the `ray` package, which is not installed (it is not in requirements.lock: "
+            f"hundreds of MB). Install it with `.venv/bin/pip install \"{RAY_PIN}\"` (datatrove's `ray` extra), "
+            f"or set executor.kind: local or slurm.")
+
+
+def _start(ex, p: Executor) -> None:
+    if p.kind == "local":
+        ex.run()
+    elif p.kind == "slurm":
+        # Outside an allocation, run() writes executor.pik + the sbatch script and submits the array; the stage
+        # then waits for every task's completion mark, so `dvc repro` still sees one blocking command.
+        if shutil.which("sbatch") is None:
+            raise ExecutorError("executor.kind: slurm needs `sbatch` on PATH (run the stage on a Slurm login node); "
+                                "`python -m stages.executor --sbatch <stage>` prints the script without submitting")
+        ex.run()
+        while ex.get_incomplete_ranks(skip_completed=True):
+            time.sleep(p.slurm.poll_seconds)
+    else:
+        require_ray()
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=p.ray.address)
+        ex.run()
+
+
+def run_tasks(root: Path, p: Executor, stage: str, work: Callable[[int, int, Path], dict], out: Path) -> list[Path]:
+    """Run `work` for every rank on the configured executor; return the task folders in rank order."""
+    if p.kind == "ray":
+        require_ray()  # before any file is touched
+    staging = staging_dir(out)
+    for d in (staging, logging_dir(root, p, stage)):
+        shutil.rmtree(d, ignore_errors=True)
+    staging.mkdir(parents=True)
+    ex = build(p, [TaskStep(work, staging)], stage, root)
+    _start(ex, p)
+    dirs = [task_dir(staging, r) for r in range(p.tasks)]
+    missing = [d.name for d in dirs if not (d / TASK_RESULT).exists()]
+    if missing:
+        raise ExecutorError(f"{stage}: tasks {missing} did not finish; see {logging_dir(root, p, stage)}/logs")
+    return dirs
+
+
+def merge_parts(dirs: list[Path], dest: Path) -> list[dict]:
+    """Move the tasks' Parquet parts (each task's manifest order, tasks in rank order) into `dest` as
+    part-00000, part-00001, ...; return the manifest entries. Files are renamed, so their sha256 stands.
+    Empty parts are left out, except one when nothing at all was kept (write_docs' rule)."""
+    entries: list[dict] = []
+    empty: list[tuple[Path, dict]] = []
+    for d in dirs:
+        for e in io.read_json(d / io.MANIFEST)["files"]:
+            if e["rows"] == 0:
+                empty.append((d, e))
+                continue
+            name = f"part-{len(entries):05d}.parquet"
+            os.replace(d / e["path"], dest / name)
+            entries.append({**e, "path": name})
+    if not entries and empty:
+        d, e = empty[0]
+        os.replace(d / e["path"], dest / "part-00000.parquet")
+        entries.append({**e, "path": "part-00000.parquet"})
+    return entries
+
+
+def cleanup(out: Path) -> None:
+    shutil.rmtree(staging_dir(out), ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the sbatch script, without submitting
+STAGE_OUTPUTS = {"filter": "data/filtered"}  # stages whose work runs through the executor
+
+
+def sbatch_script(params: Params, stage: str, root: Path) -> str:
+    """The array script SlurmPipelineExecutor.launch_job would write and submit for `stage`, rendered by
+    datatrove's own get_sbatch_args/get_launch_file_contents with launch_job's run line (no sbatch call)."""
+    if stage not in STAGE_OUTPUTS:
+        raise ValueError(f"stage {stage!r} does not run through the executor; known: {sorted(STAGE_OUTPUTS)}")
+    p = params.executor.model_copy(update={"kind": "slurm"})
+    ex = build(p, [], stage, root)
+    max_array = min(p.tasks, p.slurm.max_array_size)
+    pik = ex.logging_dir.resolve_paths("executor.pik")
+    return ex.get_launch_file_contents(ex.get_sbatch_args(max_array), f"srun  -l -n {ex.nodes_per_task} launch_pickled_pipeline {pik}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .runtime import params_path
+
+    ap = argparse.ArgumentParser(prog="python -m stages.executor", description=__doc__.split("\n")[0])
+    ap.add_argument("--sbatch", metavar="STAGE", required=True, help=f"print the Slurm array script for {sorted(STAGE_OUTPUTS)}")
+    a = ap.parse_args(argv)
+    root = io.root()
+    try:
+        script = sbatch_script(load(params_path(root)), a.sbatch, root)
+    except ValueError as err:
+        ap.error(str(err))
+    sys.stdout.write(script)
+
+
+if __name__ == "__main__":
+    main()
