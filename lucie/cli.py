@@ -50,13 +50,17 @@ def recipe(name: str = typer.Argument(..., help="A file recipes/<name>.yaml, e.g
 @app.command("inspect-batch")
 def inspect_batch(step: int = typer.Argument(..., help="Optimizer step, 1-based as in plots/pretrain_loss.csv."),
                   root: Path = typer.Option(Path("."), help="Repository root."),
-                  world_size: int = typer.Option(1, help="Processes the run used (the batch is global anyway).")):
+                  world_size: int = typer.Option(1, help="Processes the run used (the batch is global anyway)."),
+                  phase: str = typer.Option("main", help="main, extension or annealing (steps count from 1 in each).")):
     """Print which documents (and which token ranges of them) a training step saw."""
-    from stages.batches import documents_of_step
+    from stages.batches import documents_of_step, tokens_dir
     from stages.params import load
     from stages.runtime import params_path
 
-    rows = documents_of_step(load(params_path(root)), root / "data/tokens/train", step, world_size)
+    try:
+        rows = documents_of_step(load(params_path(root)), tokens_dir(root, phase), step, world_size, phase)
+    except ValueError as err:
+        raise typer.BadParameter(str(err))
     typer.echo(f"{'sample':>8} {'doc_id':<24} {'doc tokens':>14} {'in sample':>12}")
     for r in rows:
         d0, s0 = r["doc_token_start"], r["sample_token_start"]

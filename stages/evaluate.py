@@ -26,10 +26,11 @@ import yaml
 from . import eval_report, io
 from .eval_tasks import check_harness_tasks, check_task_file, task_yaml
 from .mix import h64
+from .revisions import PHASES, list_revisions
 from .runtime import StageContext, StageError, stage
 
 MODELS = {"base": "artifacts/models/base", "instruct": "artifacts/models/instruct"}
-CHECKPOINTS = "artifacts/checkpoints/hf"
+CHECKPOINTS = "artifacts/checkpoints/<phase>/hf"
 VALID, OUT = "data/mixed/valid", "artifacts/eval"
 SCORES_PLOT, CURVE_PLOT = "plots/eval_scores.csv", "plots/eval_curve.csv"
 REVISION = re.compile(r"^(?:(?P<phase>[a-z]+)_)?step(?P<step>\d+)$")
@@ -42,8 +43,8 @@ def weights_sha256(model_dir: Path) -> str:
 
 def resolve_checkpoints(ctx: StageContext, wanted) -> dict[str, dict]:
     """revision -> {source, revision (hub only), phase, step}; names are checked before any evaluation."""
-    local = ctx.path(CHECKPOINTS)
-    available = sorted(p.name for p in local.iterdir() if REVISION.match(p.name)) if local.is_dir() else []
+    local = list_revisions(ctx.root)  # every phase's exports (stages/revisions.py)
+    available = list(local)
     names = available if wanted == "all" else list(wanted)
     out = {}
     for name in names:
@@ -53,8 +54,8 @@ def resolve_checkpoints(ctx: StageContext, wanted) -> dict[str, dict]:
         phase, step = ((m["phase"] or "main"), int(m["step"])) if m else ("?", -1)
         if hub:
             out[name] = {"source": hub["repo"], "revision": rev, "phase": phase, "step": step}
-        elif name in available:
-            out[name] = {"source": str(local / name), "revision": None, "phase": phase, "step": step}
+        elif name in local:
+            out[name] = {"source": str(local[name]), "revision": None, "phase": phase, "step": step}
         else:
             raise StageError(f"evaluate.checkpoints: no checkpoint {name!r} in {CHECKPOINTS} "
                              f"(available: {', '.join(available) or 'none'}); a Hub checkpoint is 'hub:ORG/REPO@REVISION'")
@@ -192,7 +193,9 @@ def run(ctx: StageContext) -> None:
             results["models"][name] = evaluate_model(lm, p.tasks, fewshot, tm, p, seed, harness,
                                                      weights_sha256(mdir), out, name, ctx.root)
             results["models"][name]["perplexity"] = perplexity(lm, valid, ctx.params.tokenize.seq_len)
-        for rev, c in sorted(checkpoints.items(), key=lambda kv: (kv[1]["step"], kv[0])):
+        order = lambda kv: (PHASES.index(kv[1]["phase"]) if kv[1]["phase"] in PHASES else len(PHASES),  # noqa: E731
+                            kv[1]["step"], kv[0])  # training order: main, extension, annealing
+        for rev, c in sorted(checkpoints.items(), key=order):
             lm = load_lm(c["source"], c["revision"], p.batch_size)
             local = Path(c["source"]) / "model.safetensors"
             weights = io.sha256_file(local) if local.exists() else f"hub:{c['source']}@{c['revision']}"

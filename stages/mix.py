@@ -13,6 +13,9 @@ chronologically (older years first). Both are reproduced here:
 Every key is a pure function of (seed, epoch, document), never of worker count or input
 order, so the stream is reproducible anywhere. The valid split is chosen per document
 by hash too (and is never upsampled).
+
+The later phases get their own streams from the same train documents (stages/phase_mix.py):
+data/mixed/extension (newest web, long documents x10) and data/mixed/annealing (its own shares).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from . import io
 from .params import Mix
 from .runtime import StageContext, StageError, stage
 
-IN, OUT = "data/dedup", "data/mixed"
+IN, OUT = "data/dedup", "data/mixed"  # OUT: train, valid, extension, annealing
 
 
 def h64(*parts) -> int:
@@ -47,24 +50,45 @@ def year(doc: dict) -> int:
 
 
 def schedule(docs: list[dict], p: Mix, seed: int, chronological: bool) -> list[tuple[dict, int]]:
-    """The training stream: (document, epoch) pairs in order."""
+    """The main phase's training stream: (document, epoch) pairs in order."""
+    groups = []
+    for source, members in _by_source(docs):
+        # Groups of one source can span categories (e.g. web and wiki): epochs are per document key.
+        for (lang, cat), group in _by_key(members):
+            groups.append((source, group, epochs_for(p, lang, cat, source)))
+    return blend(groups, seed, chronological)
+
+
+def _by_source(docs) -> list[tuple[str, list[dict]]]:
     by_source: dict[str, list[dict]] = defaultdict(list)
     for d in docs:
         by_source[d["source"]].append(d)
+    return sorted(by_source.items())
+
+
+def _by_key(docs) -> list[tuple[tuple[str, str], list[dict]]]:
+    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    for d in docs:
+        by_key[(d["lang"], d["category"])].append(d)
+    return sorted(by_key.items())
+
+
+def blend(groups: list[tuple[str, list[dict], float]], seed: int, chronological: bool,
+          phase: str = "main") -> list[tuple[dict, int]]:
+    """(source, documents, epochs) groups -> the stream: per-epoch shuffle, hash blend, chronological slots.
+
+    `phase` enters every hash except the main phase's (whose stream predates the phases and stays as it was),
+    so each phase has its own order, still a pure function of (seed, phase, epoch, document).
+    """
+    tag = () if phase == "main" else (phase,)
     items = []  # (key, source, epoch, year, doc)
-    for source, group in sorted(by_source.items()):
-        # Groups of one source can span categories (e.g. web and wiki): epochs are per document key.
-        by_key: dict[tuple, list[dict]] = defaultdict(list)
-        for d in group:
-            by_key[(d["lang"], d["category"])].append(d)
-        for (lang, cat), members in sorted(by_key.items()):
-            e = epochs_for(p, lang, cat, source)
-            members = sorted(members, key=lambda d: d["id"])
-            for epoch in range(math.ceil(e)):
-                shuffled = sorted(members, key=lambda d: h64(seed, "epoch", source, epoch, d["id"]))
-                take = len(shuffled) if epoch + 1 <= e else round((e - epoch) * len(shuffled))
-                for d in shuffled[:take]:
-                    items.append((h64(seed, "blend", source, epoch, d["id"]), source, epoch, year(d), d))
+    for source, members, e in groups:
+        members = sorted(members, key=lambda d: d["id"])
+        for epoch in range(math.ceil(e)):
+            shuffled = sorted(members, key=lambda d: h64(seed, *tag, "epoch", source, epoch, d["id"]))
+            take = len(shuffled) if epoch + 1 <= e else round((e - epoch) * len(shuffled))
+            for d in shuffled[:take]:
+                items.append((h64(seed, *tag, "blend", source, epoch, d["id"]), source, epoch, year(d), d))
     items.sort(key=lambda t: t[0])
     if chronological:
         slots: dict[str, list[int]] = defaultdict(list)
@@ -77,6 +101,10 @@ def schedule(docs: list[dict], p: Mix, seed: int, chronological: bool) -> list[t
                 reordered[pos] = it
         items = reordered
     return [(it[4], it[2]) for it in items]
+
+
+def words(doc: dict) -> int:
+    return len(doc["text"].split())
 
 
 def stats(rows) -> dict:
@@ -108,19 +136,20 @@ def run(ctx: StageContext) -> None:
         raise StageError(f"mix weights match no document group: {unmatched}; groups here: "
                          f"{sorted(f'{l}--{c}' for l, c in present)}")
     stream = schedule(train, p, seed, p.chronological)
+    phases = phase_streams(ctx.params, train)
 
-    def train_rows():
+    def rows(stream):
         for d, epoch in stream:
             meta = json.loads(d["meta"])
             meta["mix_epoch"] = epoch
             yield {**d, "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False)}
 
     with io.atomic_dir(ctx.path(OUT)) as tmp:
-        (tmp / "train").mkdir()
-        (tmp / "valid").mkdir()
         rps = ctx.params.ingest.rows_per_shard
-        io.write_manifest(tmp / "train", io.write_docs(tmp / "train", train_rows(), rps))
-        io.write_manifest(tmp / "valid", io.write_docs(tmp / "valid", sorted(valid, key=lambda d: d["id"]), rps))
+        for name, docs_ in (("train", rows(stream)), ("valid", sorted(valid, key=lambda d: d["id"])),
+                            *((name, rows(s)) for name, s in phases.items())):
+            (tmp / name).mkdir()
+            io.write_manifest(tmp / name, io.write_docs(tmp / name, docs_, rps))
     before, after = stats(train), stats(d for d, _ in stream)
     metrics = {
         "docs_in": len(docs), "train_docs": len(train), "valid_docs": len(valid),
@@ -128,9 +157,38 @@ def run(ctx: StageContext) -> None:
         "before_upsampling": before, "after_upsampling": after,
         "lang_share_before": shares(before), "lang_share_after": shares(after),
     }
+    for name, s in phases.items():  # the same figures for each later phase's stream
+        st = stats(d for d, _ in s)
+        metrics[name] = {"stream_docs": len(s), **st, "lang_share": shares(st) if s else {}}
+    if ctx.params.extension is not None and ctx.params.extension.enabled:
+        limit = ctx.params.extension.long_doc_min_words
+        long_words = sum(words(d) for d, _ in phases["extension"] if words(d) >= limit)
+        total = sum(words(d) for d, _ in phases["extension"]) or 1
+        metrics["extension"]["long_doc_word_share"] = round(long_words / total, 4)
     ctx.write_metrics("metrics/mix.json", metrics)
     ctx.dataset(OUT + "/train", "output")
-    ctx.summary(f"{len(docs)} docs -> train {len(train)} (stream {len(stream)} after upsampling), valid {len(valid)} -> {OUT}")
+    extra = "".join(f", {name} {len(s)}" for name, s in phases.items())
+    ctx.summary(f"{len(docs)} docs -> train {len(train)} (stream {len(stream)} after upsampling), valid {len(valid)}"
+                f"{extra} -> {OUT}")
+
+
+PHASES = ("extension", "annealing")
+
+
+def phase_streams(params, train: list[dict]) -> dict[str, list[tuple[dict, int]]]:
+    """The extension and annealing streams (empty for a phase that is absent or disabled: the DAG stays fixed)."""
+    from .phase_mix import annealing_groups, extension_groups
+
+    out = {}
+    for name in PHASES:
+        cfg = getattr(params, name)
+        if cfg is None or not cfg.enabled:
+            out[name] = []
+            continue
+        groups = (extension_groups(train, params.mix, cfg) if name == "extension"
+                  else annealing_groups(train, cfg))
+        out[name] = blend(groups, params.seed, params.mix.chronological, phase=name)
+    return out
 
 
 def main() -> None:

@@ -359,6 +359,8 @@ class Pretrain(Strict):
     lr: float = Field(gt=0)
     min_lr: float = Field(ge=0)
     warmup_steps: int = Field(default=0, ge=0)
+    # After warmup: cosine to min_lr (main phase), linear to min_lr (annealing: 0), or constant lr (extension).
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-5
     weight_decay: float = 0.1
@@ -413,6 +415,72 @@ class Pretrain(Strict):
     def _warmup(cls, v: int, info: ValidationInfo) -> int:
         if "steps" in info.data and v >= info.data["steps"]:
             raise ValueError(f"must be < steps ({info.data['steps']})")
+        return v
+
+
+class PhaseTrain(Strict):
+    """A training phase after the main one (Lucie's `--finetune` runs, research/lucie_recipe.md §5.1).
+
+    It starts from the previous phase's final weights with a fresh optimizer and schedule, its own sequence
+    length and RoPE theta, and no batch ramp-up. Optimizer constants (betas, eps, weight decay, clip),
+    precision, threads and the launch come from `pretrain`: Lucie kept them across phases.
+    """
+    enabled: bool = True  # false: the stage passes the previous phase's weights through unchanged
+    steps: int = Field(gt=0)
+    seq_len: int = Field(gt=8)  # the phase's packed sample length; also its max_position_embeddings
+    rope_theta: float = Field(default=2.0e7, gt=0)
+    lr: float = Field(gt=0)
+    min_lr: float = Field(default=0.0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0)
+    micro_batch_size: int = Field(gt=0)
+    global_batch_size: int | None = Field(default=None, gt=0, validate_default=True)
+    checkpoint_every: int = Field(default=0, ge=0)
+    keep_checkpoints: int = Field(default=0, ge=0)
+    export_every: int = Field(default=0, ge=0)  # revisions <phase>_step%07d every N steps and at the end
+
+    _global_batch = field_validator("global_batch_size")(Pretrain._global_batch.__func__)
+    _min_lr = field_validator("min_lr")(Pretrain._min_lr.__func__)
+    _warmup = field_validator("warmup_steps")(Pretrain._warmup.__func__)
+
+    def training(self, pretrain: Pretrain) -> Pretrain:
+        """The phase's full `Pretrain` hyper-parameters: its own keys over the main phase's, no ramp-up."""
+        own = {k: getattr(self, k) for k in ("steps", "micro_batch_size", "global_batch_size", "lr", "min_lr",
+                                             "schedule", "warmup_steps", "checkpoint_every", "keep_checkpoints",
+                                             "export_every")}
+        return Pretrain.model_validate({**pretrain.model_dump(), **own, "batch_rampup": None})
+
+
+def _group_keys(section: str, weights: dict[str, float]) -> None:
+    for k, v in weights.items():
+        if "--" not in k:
+            raise ValueError(f"{section} key {k!r} must look like '<lang>--<category>'")
+        if v < 0:
+            raise ValueError(f"{section}.{k} must be >= 0")
+
+
+class Extension(PhaseTrain):
+    """Context extension (Lucie §1.6): the main mix, web restricted to each language's newest year (its weight
+    moved there), long documents up-weighted inside each source group."""
+    schedule: Literal["cosine", "linear", "constant"] = "constant"  # Lucie: 2e-5 constant, no warmup
+    # Length is counted in whitespace words at mix time: the tokenizer is trained on the mix's output, so no
+    # token count exists yet. Lucie split at 4,096 tokens; with its 1.707 tokens/word (§1.1) that is ~2,400 words.
+    long_doc_min_words: int = Field(gt=0)
+    long_doc_weight: float = Field(default=10.0, ge=1)  # prop_short = short / (short + 10 long)
+    recent_web: bool = True
+
+
+class Annealing(PhaseTrain):
+    """Annealing (Lucie §1.7, "mix 6"): its own mix, '<lang>--<category>' -> share of the phase's words."""
+    schedule: Literal["cosine", "linear", "constant"] = "linear"  # Lucie: 3e-5 -> 0 linear
+    weights: dict[str, float] = Field(min_length=1)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        _group_keys("annealing.weights", v)
+        if not sum(v.values()) > 0:
+            raise ValueError("at least one share must be > 0")
         return v
 
 
@@ -491,7 +559,7 @@ class Evaluate(Strict):
     batch_size: int = Field(default=8, gt=0)
     ppl_max_docs: int = Field(default=200, gt=0)
     # Intermediate checkpoints to evaluate by revision name (learning curves): a revision exported by
-    # pretraining (artifacts/checkpoints/hf/<revision>), "all" of them, or "hub:ORG/REPO@REVISION".
+    # a training phase (artifacts/checkpoints/<phase>/hf/<revision>), "all" of them, or "hub:ORG/REPO@REVISION".
     checkpoints: list[str] | Literal["all"] = []
     baselines: str | None = None  # published scores to put beside ours, e.g. data/baselines/lucie-7b.yaml
 
@@ -560,6 +628,8 @@ class Params(Strict):
     tokenize: Tokenize = Tokenize()
     model: Model
     pretrain: Pretrain
+    extension: Extension | None = None  # absent: no context extension (the extend stage passes weights through)
+    annealing: Annealing | None = None  # absent: no annealing (the anneal stage passes weights through)
     align: Align
     evaluate: Evaluate
     release: Release

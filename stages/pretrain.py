@@ -17,13 +17,16 @@ it reproducible:
   gives bit-identical losses and weights (tests/test_pretrain_resume.py). A different config or
   data is refused, naming the difference, unless --allow-resume-mismatch / LUCIE_RESUME_OVERRIDE=1.
 
-`train(ctx, phase, init_from)` runs one phase (main pretraining here; context extension and
-annealing reuse it with their own hyper-parameters, token directory and RoPE settings).
+Lucie's three phases are three DVC stages running this module (`--phase`), each with its own outputs
+(LAYOUT): `pretrain` (main, random init), `extend` (context extension: longer samples, RoPE theta 2e7) and
+`anneal` (its own mix, LR linear to 0). A later phase starts from the previous phase's final weights with a
+fresh optimizer and schedule (Megatron's --finetune); `train(ctx, phase, init_from)` runs any of them.
 
-Outputs: artifacts/models/base (HF safetensors + tokenizer), artifacts/checkpoints/ (training
-states + hf/<revision>/ HF exports named as Lucie's Hub revisions + hf/revisions.json),
-plots/pretrain_loss.csv, metrics/pretrain.json. Wall-clock numbers (tokens/s, MFU) go to MLflow
-and metrics/timing/ only: the DVC outputs stay byte-identical for the same inputs.
+Outputs per phase: the final weights (artifacts/phases/<phase>; the annealing's are artifacts/models/base, the
+base model every later stage reads), artifacts/checkpoints/<phase>/ (training states + hf/<revision>/ HF
+exports named as Lucie's Hub revisions + hf/revisions.json), plots/<stage>_loss.csv, metrics/<phase>.json.
+Wall-clock numbers (tokens/s, MFU) go to MLflow and metrics/timing/ only: the DVC outputs stay
+byte-identical for the same inputs.
 """
 from __future__ import annotations
 
@@ -50,9 +53,36 @@ from .runtime import StageContext, StageError, console, params_path, quiet_libra
 from .tokenize import load_tokens
 
 TOKENS, TOK = "data/tokens", "artifacts/tokenizer"
-OUT, CKPT, PLOT = "artifacts/models/base", "artifacts/checkpoints", "plots/pretrain_loss.csv"
-SPEED_PLOT, TIMING = "metrics/timing/pretrain_speed.csv", "metrics/timing/pretrain.json"
-WORK = ".lucie/pretrain"  # checkpoints of an unfinished run (resumed from); moved to CKPT when the stage ends
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one phase reads and writes. DVC forbids overlapping outputs, so every phase has its own."""
+    stage: str  # its DVC stage (and MLflow run) name
+    work: str  # checkpoints of an unfinished run (resumed from); moved to `ckpt` when the stage ends
+    out: str  # final weights, HF format + tokenizer
+    ckpt: str  # training states + hf/<revision>/
+    plot: str  # loss log (DVC plot)
+    metrics: str
+    timing: str  # wall-clock numbers (untracked)
+    speed: str
+    tokens: str  # directory with train/ and valid/
+    init_from: str | None  # the previous phase's `out`
+
+
+LAYOUT = {
+    "main": Layout("pretrain", ".lucie/pretrain", "artifacts/phases/main", "artifacts/checkpoints/main",
+                   "plots/pretrain_loss.csv", "metrics/pretrain.json", "metrics/timing/pretrain.json",
+                   "metrics/timing/pretrain_speed.csv", TOKENS, None),
+    "extension": Layout("extend", ".lucie/extension", "artifacts/phases/extension", "artifacts/checkpoints/extension",
+                        "plots/extension_loss.csv", "metrics/extension.json", "metrics/timing/extension.json",
+                        "metrics/timing/extension_speed.csv", f"{TOKENS}/extension", "artifacts/phases/main"),
+    "annealing": Layout("anneal", ".lucie/annealing", "artifacts/models/base", "artifacts/checkpoints/annealing",
+                        "plots/annealing_loss.csv", "metrics/annealing.json", "metrics/timing/annealing.json",
+                        "metrics/timing/annealing_speed.csv", f"{TOKENS}/annealing", "artifacts/phases/extension"),
+}
+PHASES = tuple(LAYOUT)  # training order
+WORK = LAYOUT["main"].work
 OVERRIDE_ENV = "LUCIE_RESUME_OVERRIDE"
 KILL_ENV = "LUCIE_PRETRAIN_KILL_AFTER"  # test hook: SIGKILL this process right after step N's checkpoint
 LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "tokens", "batch_size", "samples"]
@@ -148,12 +178,18 @@ def batch_plan(p: Pretrain, step: int) -> tuple[int, int]:
 
 
 def lr_lambda(p):
+    """LR factor of step `step` (0-based): linear warmup, then cosine (main), linear (annealing) to min_lr, or
+    constant (extension). The factor after the last step is the floor: Lucie's annealing ends at LR 0."""
     def f(step: int) -> float:
         if p.warmup_steps and step < p.warmup_steps:
             return (step + 1) / p.warmup_steps
-        progress = (step - p.warmup_steps) / max(1, p.steps - p.warmup_steps)
+        if p.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - p.warmup_steps) / max(1, p.steps - p.warmup_steps))
         floor = p.min_lr / p.lr
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if p.schedule == "linear":
+            return floor + (1 - floor) * (1 - progress)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     return f
 
 
@@ -200,6 +236,39 @@ class Phase:
     tokens: str = TOKENS  # token directory with train/ and valid/
     index: int = 0  # position in the schedule (orders revisions.json across phases)
     model_overrides: dict = field(default_factory=dict)  # e.g. {"rope_theta": 2.0e7, "max_position_embeddings": 32000}
+    work: str = WORK  # its own work directory: a phase never resumes from another phase's files
+    seq_len: int | None = None  # the sample length its params ask for (None: whatever the tokens have)
+
+
+def phase_of(params, name: str) -> Phase | None:
+    """The Phase of `name` from params; None for a later phase that is absent or disabled."""
+    if name == "main":
+        return Phase("main", params.pretrain)
+    cfg = getattr(params, name)
+    if cfg is None or not cfg.enabled:
+        return None
+    mpe = max(params.model.max_position_embeddings, cfg.seq_len)
+    return Phase(name, cfg.training(params.pretrain), LAYOUT[name].tokens, PHASES.index(name),
+                 {"rope_theta": cfg.rope_theta, "max_position_embeddings": mpe}, LAYOUT[name].work, cfg.seq_len)
+
+
+def load_weights(model, model_dir: Path) -> None:
+    """Weights only (Megatron's --finetune): every *.safetensors of an HF directory (large models are sharded)."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise StageError(f"{model_dir} holds no *.safetensors weights to start from (did the previous phase run?)")
+    sd = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise StageError(f"{model_dir} does not fit the model: missing {sorted(set(missing) - tied)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+    if tied:
+        model.tie_weights()
 
 
 @dataclass
@@ -392,8 +461,11 @@ def train(ctx: StageContext, phase: Phase, init_from: Path | None = None, *, acc
     tokens_dir = ctx.path(phase.tokens)
     train_set, valid = load_tokens(tokens_dir / "train"), load_tokens(tokens_dir / "valid")
     if len(train_set) == 0:
-        raise StageError(f"no training samples ({phase.tokens}/train is empty); lower tokenize.seq_len or add data")
+        raise StageError(f"no training samples ({phase.tokens}/train is empty); lower the phase's seq_len or add data")
     n_samples, seq_len = train_set.shape
+    if phase.seq_len is not None and seq_len != phase.seq_len:
+        raise StageError(f"{phase.tokens}/train holds samples of {seq_len} tokens but {name}.seq_len is "
+                         f"{phase.seq_len}: rerun the tokenize stage")
     data_fp = io.sha256_file(tokens_dir / "train" / io.MANIFEST)
     from tokenizers import Tokenizer
     vocab = Tokenizer.from_file(str(ctx.path(TOK) / "tokenizer.json")).get_vocab_size()
@@ -402,7 +474,7 @@ def train(ctx: StageContext, phase: Phase, init_from: Path | None = None, *, acc
     resolved = math_config(model_dump, hp, seed, seq_len, name)
     config_fp = fingerprint(resolved)
 
-    work = ctx.path(WORK)
+    work = ctx.path(phase.work)
     found = checkpoints(work, name)
     resume, mismatch, state = (found[-1] if found else (None, None)), [], {}
     if resume[1] is not None:
@@ -413,10 +485,10 @@ def train(ctx: StageContext, phase: Phase, init_from: Path | None = None, *, acc
                             f"(checkpoint) != {data_fp[:16]} (now)")
         if mismatch and not allow_mismatch:
             raise StageError(f"cannot resume {name} from {resume[1].relative_to(ctx.root)}: it was made with other "
-                             "inputs:\n  " + "\n  ".join(mismatch) + f"\nDelete {WORK} to start over, or resume "
+                             "inputs:\n  " + "\n  ".join(mismatch) + f"\nDelete {phase.work} to start over, or resume "
                              f"anyway with --allow-resume-mismatch ({OVERRIDE_ENV}=1).")
         if resume[0] > hp.steps:
-            raise StageError(f"checkpoint {resume[1].name} is past pretrain.steps ({hp.steps})")
+            raise StageError(f"checkpoint {resume[1].name} is past the phase's steps ({hp.steps})")
         if mismatch:
             console.print(f"[yellow]pretrain: resuming despite:[/] {'; '.join(mismatch)}")
     start = resume[0] or 0
@@ -432,9 +504,7 @@ def train(ctx: StageContext, phase: Phase, init_from: Path | None = None, *, acc
     set_seed(seed)
     model = LlamaForCausalLM(cfg)
     if init_from is not None and resume[1] is None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(Path(init_from) / "model.safetensors")))  # weights only: --finetune
+        load_weights(model, Path(init_from))  # weights only: the optimizer and schedule start fresh (--finetune)
     n_params = sum(t.numel() for t in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
                             weight_decay=hp.weight_decay)
@@ -454,6 +524,8 @@ def train(ctx: StageContext, phase: Phase, init_from: Path | None = None, *, acc
         peak = (measure_peak_flops(kind == "bf16") if main else 1.0, f"measured {kind} matmul 1024^2, {hp.threads} threads")
     log = StepLog(ctx, work, name, main, start)
     info = {"phase": name, "phase_index": phase.index, "config_fingerprint": config_fp, "data_fingerprint": data_fp}
+    if phase.model_overrides:
+        info.update(phase.model_overrides)
     if mismatch:
         info["resumed_despite"] = mismatch
 
@@ -558,26 +630,27 @@ def train(ctx: StageContext, phase: Phase, init_from: Path | None = None, *, acc
 
 # ---------------------------------------------------------------- the stage
 def finish(ctx: StageContext, res: Result) -> None:
-    """Final model + checkpoints + plots + metrics, from the (last) phase's result. Called on every rank."""
-    acc, work = res.acc, ctx.path(WORK)
+    """Final model + checkpoints + plots + metrics of the phase just trained. Called on every rank."""
+    acc, name = res.acc, res.phase.name
+    lay, work = LAYOUT[name], ctx.path(res.phase.work)
     sd = acc.get_state_dict(res.model)
     if not acc.is_main_process:
         acc.wait_for_everyone()
         return
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
+    with io.atomic_dir(ctx.path(lay.out)) as tmp:
         acc.unwrap_model(res.model).save_pretrained(str(tmp), state_dict=sd, safe_serialization=True)
         for f in ctx.path(TOK).iterdir():
             shutil.copy(f, tmp / f.name)
-        io.write_json(tmp / "training_state.json", {"steps": res.steps, "tokens": res.tokens,
+        io.write_json(tmp / "training_state.json", {"phase": name, "steps": res.steps, "tokens": res.tokens,
                                                     "config_fingerprint": res.config_fingerprint,
                                                     "data_fingerprint": res.data_fingerprint})
     log_dir = work / "logs"
-    with open(log_dir / "main.loss.csv", newline="") as f:
+    with open(log_dir / f"{name}.loss.csv", newline="") as f:
         loss_rows = list(csv.DictReader(f))
-    io.write_bytes_atomic(ctx.path(PLOT), (log_dir / "main.loss.csv").read_bytes())
-    io.write_bytes_atomic(ctx.path(SPEED_PLOT), (log_dir / "main.speed.csv").read_bytes())
+    io.write_bytes_atomic(ctx.path(lay.plot), (log_dir / f"{name}.loss.csv").read_bytes())
+    io.write_bytes_atomic(ctx.path(lay.speed), (log_dir / f"{name}.speed.csv").read_bytes())
     revisions = [r["revision"] for r in write_revisions(work / "hf")] if (work / "hf").exists() else []
-    with io.atomic_dir(ctx.path(CKPT)) as tmp:
+    with io.atomic_dir(ctx.path(lay.ckpt)) as tmp:
         for d in sorted((work / "ckpt").iterdir()):
             os.replace(d, tmp / d.name)
         if (work / "hf").exists():
@@ -585,12 +658,17 @@ def finish(ctx: StageContext, res: Result) -> None:
     shutil.rmtree(work)
 
     tps = res.trained_tokens / res.seconds if res.seconds else 0.0
+    hp = res.phase.hp
     metrics = {
         "steps": res.steps, "samples": res.samples, "tokens": res.tokens, "parameters": res.n_params,
         "first_loss": float(loss_rows[0]["loss"]), "final_loss": float(loss_rows[-1]["loss"]),
         "valid_loss": res.val_loss, "flops_per_token": res.flops_per_token,
-        "global_batch_size": res.phase.hp.global_batch_size, "world_size": acc.num_processes, "revisions": revisions,
+        "global_batch_size": hp.global_batch_size, "world_size": acc.num_processes, "revisions": revisions,
     }
+    if name != "main":  # what makes the phase a phase
+        metrics.update({"phase": name, "init_from": lay.init_from, "optimizer": "reset", "seq_len": res.phase.seq_len,
+                        **res.phase.model_overrides,
+                        "lr": hp.lr, "schedule": hp.schedule, "final_lr": float(loss_rows[-1]["lr"])})
     # Wall-clock numbers vary run to run: MLflow and untracked files get them, not the DVC outputs
     # (those stay byte-identical for the same inputs, which the golden dvc.lock test checks).
     mfu = tps * res.flops_per_token / (res.peak[0] * acc.num_processes)
@@ -600,22 +678,53 @@ def finish(ctx: StageContext, res: Result) -> None:
     # Whole-run figures under their own names: tokens_per_s and mfu are the per-step series.
     ctx.tracker.metrics({"avg_tokens_per_s": timing["tokens_per_s"], "avg_mfu": timing["mfu"],
                          "train_seconds": timing["seconds"], "peak_flops_per_device": res.peak[0]})
-    io.write_json(ctx.path(TIMING), timing)
-    ctx.write_metrics("metrics/pretrain.json", metrics)
-    ctx.tracker.artifact(ctx.path(PLOT))
+    io.write_json(ctx.path(lay.timing), timing)
+    ctx.write_metrics(lay.metrics, metrics)
+    ctx.tracker.artifact(ctx.path(lay.plot))
     resumed = f", resumed from step {res.resumed_from}" if res.resumed_from else ""
-    ctx.summary(f"{res.n_params:,} params, {res.steps} steps, {res.tokens:,} tokens, loss {metrics['first_loss']:.3f} "
-                f"-> {metrics['final_loss']:.3f} (valid {res.val_loss if res.val_loss is None else round(res.val_loss, 3)}),"
-                f" {tps:,.0f} tok/s, MFU {mfu:.1%}, {len(revisions)} revisions{resumed} -> {OUT}")
+    ctx.summary(f"{name}: {res.n_params:,} params, {res.steps} steps, {res.tokens:,} tokens, loss "
+                f"{metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f} (valid "
+                f"{res.val_loss if res.val_loss is None else round(res.val_loss, 3)}), {tps:,.0f} tok/s, MFU {mfu:.1%}, "
+                f"{len(revisions)} revisions{resumed} -> {lay.out}")
     acc.wait_for_everyone()
 
 
-def run(ctx: StageContext, allow_mismatch: bool = False, fresh: bool = False) -> None:
-    acc = make_accelerator(ctx.params.pretrain)
+def pass_through(ctx: StageContext, name: str) -> None:
+    """A phase that is absent or disabled: the previous phase's weights become its output, unchanged, and its
+    other outputs are empty, so the DAG (and everything downstream) stays the same whatever the recipe."""
+    lay = LAYOUT[name]
+    src = ctx.path(lay.init_from)
+    if not (src / "config.json").exists():
+        raise StageError(f"{name} is disabled and passes {lay.init_from} through, but it holds no model")
+    with io.atomic_dir(ctx.path(lay.out)) as tmp:
+        for f in sorted(src.iterdir()):
+            (shutil.copytree if f.is_dir() else shutil.copy)(f, tmp / f.name)
+    with io.atomic_dir(ctx.path(lay.ckpt)) as tmp:
+        (tmp / "hf").mkdir()
+        io.write_json(tmp / "hf" / "revisions.json", {"revisions": []})
+    io.write_bytes_atomic(ctx.path(lay.plot), (",".join(LOG_COLUMNS) + "\n").encode())
+    io.write_bytes_atomic(ctx.path(lay.speed), (",".join(SPEED_COLUMNS) + "\n").encode())
+    io.write_json(ctx.path(lay.timing), {})
+    ctx.write_metrics(lay.metrics, {"phase": name, "enabled": False, "steps": 0, "passed_through": lay.init_from,
+                                    "revisions": []})
+    console.print(f"[yellow]{lay.stage}: {name} is disabled in params: {lay.init_from} passed through unchanged[/]")
+    ctx.summary(f"{name} disabled: {lay.init_from} -> {lay.out} unchanged")
+
+
+def run(ctx: StageContext, phase: str = "main", allow_mismatch: bool = False, fresh: bool = False) -> None:
+    ph = phase_of(ctx.params, phase)
+    if ph is None:
+        if int(os.environ.get("RANK", 0)) == 0:
+            pass_through(ctx, phase)
+        return
+    acc = make_accelerator(ph.hp)
     if fresh and acc.is_main_process:
-        shutil.rmtree(ctx.path(WORK), ignore_errors=True)
+        shutil.rmtree(ctx.path(ph.work), ignore_errors=True)
     acc.wait_for_everyone()  # no rank looks for a checkpoint before the deletion
-    res = train(ctx, Phase("main", ctx.params.pretrain), acc=acc, allow_mismatch=allow_mismatch)
+    init = LAYOUT[phase].init_from
+    if init is not None and not (ctx.path(init) / "config.json").exists():
+        raise StageError(f"{phase} starts from {init}, which holds no model: run the previous phase's stage first")
+    res = train(ctx, ph, ctx.path(init) if init else None, acc=acc, allow_mismatch=allow_mismatch)
     finish(ctx, res)
 
 
@@ -636,13 +745,17 @@ def worker_stage(name: str):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m stages.pretrain", description=__doc__.split("\n")[0])
+    ap.add_argument("--phase", choices=PHASES, default="main",
+                    help="main (stage pretrain), extension (stage extend) or annealing (stage anneal)")
     ap.add_argument("--allow-resume-mismatch", action="store_true",
                     help=f"resume even if config or data changed since the checkpoint (also {OVERRIDE_ENV}=1)")
-    ap.add_argument("--fresh", action="store_true", help=f"delete {WORK} (an unfinished run) and start from step 0")
+    ap.add_argument("--fresh", action="store_true", help="delete the phase's work directory (an unfinished run) "
+                                                         "and start from step 0")
     args = ap.parse_args(argv)
     allow = args.allow_resume_mismatch or os.environ.get(OVERRIDE_ENV, "") not in ("", "0")
-    with (stage("pretrain") if int(os.environ.get("RANK", 0)) == 0 else worker_stage("pretrain")) as ctx:
-        run(ctx, allow_mismatch=allow, fresh=args.fresh)
+    name = LAYOUT[args.phase].stage
+    with (stage(name) if int(os.environ.get("RANK", 0)) == 0 else worker_stage(name)) as ctx:
+        run(ctx, args.phase, allow_mismatch=allow, fresh=args.fresh)
 
 
 if __name__ == "__main__":

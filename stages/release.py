@@ -22,14 +22,15 @@ import yaml
 
 from . import io
 from .gguf_export import export as gguf_export
+from .revisions import list_revisions
 from .runtime import StageContext, StageError, stage
 
 OUT = "release"
 # release subtree -> (pipeline output, key of its results in metrics/eval.json)
 MODELS = {"model": ("artifacts/models/base", "base"), "instruct": ("artifacts/models/instruct", "instruct")}
 METRICS = ("ingest", "filter", "dedup", "mix", "tokenizer", "pretrain", "align", "eval")
-CHECKPOINTS = "artifacts/checkpoints/hf"
 VERIFICATION = "verification.json"
+PHASE_PLOTS = ("extension_loss.csv", "annealing_loss.csv")  # context extension and annealing loss logs
 CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card" / "templates" / "model_card.md.j2"
 
 
@@ -157,7 +158,8 @@ def write_dataset(ctx: StageContext, out: Path, metrics: dict) -> dict:
     return {"docs": len(rows), "licenses": sorted({r["license"] for r in rows})}
 
 
-UPSTREAM = ("ingest", "filter", "dedup", "mix", "tokenizer", "tokenize", "pretrain", "align", "evaluate")
+UPSTREAM = ("ingest", "filter", "dedup", "mix", "tokenizer", "tokenize", "pretrain", "extend", "anneal", "align",
+            "evaluate")
 
 
 def lineage(root: Path, commit: str) -> dict:
@@ -197,7 +199,7 @@ def run(ctx: StageContext) -> None:
             io.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
             shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
             (d / "training_logs").mkdir()
-            for plot in ("pretrain_loss.csv", "eval_curve.csv"):
+            for plot in ("pretrain_loss.csv", *PHASE_PLOTS, "eval_curve.csv"):
                 shutil.copy(ctx.path("plots") / plot, d / "training_logs" / plot)
         # Local use (Ollama, LM Studio, llama.cpp): the instruct model as GGUF f16 + Q8_0, with an Ollama Modelfile.
         r = p.release
@@ -205,9 +207,11 @@ def run(ctx: StageContext) -> None:
                            name=f"{r.model_name}-instruct", license=r.license, languages=r.languages,
                            tags=["lucie-repro"], repo_url=r.code_url, license_file=ctx.root / "LICENSE")
         # Intermediate checkpoints (HF format, Lucie-style revision names): one Hub branch each at publish time.
-        revisions = sorted(c.name for c in ctx.path(CHECKPOINTS).iterdir() if c.is_dir()) if ctx.path(CHECKPOINTS).is_dir() else []
-        for rev in revisions:
-            shutil.copytree(ctx.path(CHECKPOINTS) / rev, tmp / "checkpoints" / rev)
+        # Every phase's exports (main, extension, annealing), in training order.
+        found = list_revisions(ctx.root)
+        revisions = list(found)
+        for rev, src in found.items():
+            shutil.copytree(src, tmp / "checkpoints" / rev)
         results_table = ctx.path("artifacts/eval/results.md").read_text(encoding="utf-8")
         ds = write_dataset(ctx, tmp / "dataset", metrics)
         (tmp / "dataset" / "eval").mkdir()  # the evaluation data, next to the training data it must not overlap

@@ -7,7 +7,9 @@ documents (and which token ranges of them) each sample holds, so "what did step 
 see?" has an answer (Pythia and OLMo users ask for it). The tail shorter than one sample
 is dropped and counted.
 
-Layout per split (train, valid):
+Splits: train, valid (main phase, tokenize.seq_len) and <phase>/train, <phase>/valid for the extension
+and annealing streams at that phase's seq_len (valid = the same held-out documents, packed at that length).
+Layout per split:
   tokens.bin      flat uint16 (vocab < 65,536) or uint32 array, samples x seq_len
   index.parquet   sample, doc_id, doc_token_start, sample_token_start, length
   manifest.json   dtype, seq_len, samples, tokens, tokenizer sha256, sha256 per file
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import io
+from .mix import PHASES
 from .runtime import StageContext, stage
 
 IN, TOK, OUT = "data/mixed", "artifacts/tokenizer", "data/tokens"
@@ -100,11 +103,18 @@ def run(ctx: StageContext) -> None:
     tok.no_padding()
     tok.no_truncation()
     results = {}
+    # (output split, mixed split, seq_len): the main phase, then each later phase at its own sequence length,
+    # with the held-out documents packed at that length for its validation loss.
+    jobs = [("train", "train", p.seq_len), ("valid", "valid", p.seq_len)]
+    for name in PHASES:
+        cfg = getattr(ctx.params, name)
+        seq = cfg.seq_len if cfg is not None else p.seq_len
+        jobs += [(f"{name}/train", name, seq), (f"{name}/valid", "valid", seq)]
     with io.atomic_dir(ctx.path(OUT)) as tmp:
-        for split in ("train", "valid"):
-            (tmp / split).mkdir()
-            src = ctx.path(IN) / split
-            counts = pack(io.read_docs(src), tok, p.seq_len, p.append_eos, tmp / split,
+        for split, source, seq_len in jobs:
+            (tmp / split).mkdir(parents=True)
+            src = ctx.path(IN) / source
+            counts = pack(io.read_docs(src), tok, seq_len, p.append_eos, tmp / split,
                           lambda it, n: ctx.progress(it, io.count_docs(src), f"tokenizing {split}"))
             files = [{"path": f, "sha256": io.sha256_file(tmp / split / f)} for f in ("tokens.bin", "index.parquet")]
             io.write_json(tmp / split / io.MANIFEST, {**counts, "files": files,
@@ -113,8 +123,9 @@ def run(ctx: StageContext) -> None:
     ctx.write_metrics("metrics/tokenize.json", results)
     ctx.dataset(OUT + "/train", "output")
     t = results["train"]
+    extra = "".join(f", {n} {results[n + '/train']['samples']} x {results[n + '/train']['seq_len']}" for n in PHASES)
     ctx.summary(f"train {t['docs']} docs -> {t['tokens']} tokens -> {t['samples']} samples of {p.seq_len}; "
-                f"valid {results['valid']['samples']} samples -> {OUT}")
+                f"valid {results['valid']['samples']} samples{extra} -> {OUT}")
 
 
 def main() -> None:

@@ -66,12 +66,23 @@ def make_repo(root: Path, overrides: dict | None = None, seq_len: int = 32) -> P
     save_hf(tok, root / "artifacts/tokenizer")
     tok = Tokenizer.from_file(str(root / "artifacts/tokenizer/tokenizer.json"))
     for split, part in (("train", docs[8:]), ("valid", docs[:8])):
-        out = root / "data/tokens" / split
-        out.mkdir(parents=True)
-        counts = pack(iter(part), tok, seq_len, True, out)
-        files = [{"path": f, "sha256": io.sha256_file(out / f)} for f in ("tokens.bin", "index.parquet")]
-        io.write_json(out / io.MANIFEST, {**counts, "files": files})
+        write_tokens(root / "data/tokens" / split, part, tok, seq_len)
     return root
+
+
+def write_tokens(out: Path, docs: list[dict], tok, seq_len: int) -> None:
+    from stages import io
+    from stages.tokenize import pack
+
+    out.mkdir(parents=True)
+    counts = pack(iter(docs), tok, seq_len, True, out)
+    files = [{"path": f, "sha256": io.sha256_file(out / f)} for f in ("tokens.bin", "index.parquet")]
+    io.write_json(out / io.MANIFEST, {**counts, "files": files})
+
+
+def sample_docs(lang: str) -> list[dict]:
+    return [{"id": f"{lang}-{i}", "text": json.loads(line)["text"]}
+            for i, line in enumerate((PROJECT / f"data/sample/text/{lang}.jsonl").read_text().splitlines())]
 
 
 def free_port() -> int:

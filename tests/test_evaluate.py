@@ -63,7 +63,7 @@ def eval_root(tmp_path_factory):
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256))
-    for rel in ("artifacts/models/base", "artifacts/models/instruct", "artifacts/checkpoints/hf/step0000002"):
+    for rel in ("artifacts/models/base", "artifacts/models/instruct", "artifacts/checkpoints/main/hf/step0000002"):
         model.save_pretrained(root / rel)
         for f in tok_dir.iterdir():
             shutil.copy(f, root / rel / f.name)

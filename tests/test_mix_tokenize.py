@@ -114,7 +114,8 @@ def test_mix_run_splits_are_disjoint(make_ctx, tmp_path):
     d = tmp_path / "data/dedup"
     d.mkdir(parents=True)
     io.write_manifest(d, io.write_docs(d, docs))
-    ctx = make_ctx("mix", {"mix.valid_fraction": 0.25, "mix.weights": {"en--web": 2, "fr--wiki": 1}, "mix.default_epochs": 1})
+    ctx = make_ctx("mix", {"mix.valid_fraction": 0.25, "mix.weights": {"en--web": 2, "fr--wiki": 1}, "mix.default_epochs": 1,
+                           "annealing.weights": {"fr--wiki": 1, "code--programming": 1}})
     mix.run(ctx)
 
     train = list(io.read_docs(tmp_path / "data/mixed/train"))
@@ -133,6 +134,10 @@ def test_mix_run_splits_are_disjoint(make_ctx, tmp_path):
     m = io.read_json(tmp_path / "metrics/mix.json")
     assert m["train_docs"] + m["valid_docs"] == m["docs_in"] == len(docs)
     assert m["train_stream_docs"] == len(train)
+    # The later phases' streams hold train documents only (tests/test_phases.py checks their weights).
+    for phase in ("extension", "annealing"):
+        rows = list(io.read_docs(tmp_path / "data/mixed" / phase))
+        assert rows and {x["id"] for x in rows} <= train_ids and m[phase]["stream_docs"] == len(rows)
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -276,7 +281,7 @@ def test_tokenize_run_and_load_tokens(tok, make_ctx, tmp_path):
     tok_dir.mkdir(parents=True)
     tok.save(str(tok_dir / "tokenizer.json"))
     docs = stream_docs()
-    for split, rows in (("train", docs), ("valid", docs[:1])):
+    for split, rows in (("train", docs), ("valid", docs[:1]), ("extension", docs[1:]), ("annealing", docs[:2])):
         d = tmp_path / "data/mixed" / split
         d.mkdir(parents=True)
         io.write_manifest(d, io.write_docs(d, rows))
@@ -294,6 +299,11 @@ def test_tokenize_run_and_load_tokens(tok, make_ctx, tmp_path):
     metrics = io.read_json(tmp_path / "metrics/tokenize.json")
     assert metrics["train"]["samples"] == m["samples"]
     assert metrics["train"]["tokens"] == metrics["train"]["samples"] * 48 + metrics["train"]["tail_tokens_dropped"]
+    # The later phases: their own stream, at their own sample length; valid = the held-out documents again.
+    ext = io.read_json(tmp_path / "data/tokens/extension/train/manifest.json")
+    assert ext["seq_len"] == ctx.params.extension.seq_len and ext["docs"] == len(docs) - 1
+    assert tokenize.load_tokens(tmp_path / "data/tokens/annealing/valid").shape[1] == ctx.params.annealing.seq_len
+    assert metrics["annealing/train"]["docs"] == 2 and metrics["extension/valid"]["docs"] == 1
 
 
 def test_source_weights_multiply_the_epochs_of_one_source():

@@ -18,7 +18,8 @@ from repo_copy import env, make_copy, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["ingest", "filter", "dedup", "mix", "tokenizer", "tokenize", "pretrain", "align", "evaluate", "release", "publish"]
+STAGES = ["ingest", "filter", "dedup", "mix", "tokenizer", "tokenize", "pretrain", "extend", "anneal", "align", "evaluate",
+          "release", "publish"]
 DATA_STAGES = ["ingest", "filter", "dedup", "mix", "tokenizer", "tokenize"]
 
 
@@ -119,6 +120,18 @@ def test_training_learns_and_release_loads(repo):
     # An auditor's `lucie audit` recomputes exactly the card the release stage wrote.
     audited = run(["lucie", "audit", "release", "--format", "json"], root, repo["env"]).stdout
     assert json.loads(audited) == openness
+
+
+def test_the_three_phases_chain_and_their_revisions_are_released(repo):
+    root = repo["root"]
+    pre, ext, ann = metrics(root, "pretrain"), metrics(root, "extension"), metrics(root, "annealing")
+    assert ext["init_from"] == "artifacts/phases/main" and ann["init_from"] == "artifacts/phases/extension"
+    assert ext["rope_theta"] == ann["rope_theta"] == 2.0e7 and ext["optimizer"] == "reset"
+    assert ext["first_loss"] < pre["first_loss"] - 1.0  # started from the main phase's weights
+    assert ann["final_lr"] == 0.0
+    released = sorted(p.name for p in (root / "release/checkpoints").iterdir())
+    assert released == sorted(pre["revisions"] + ext["revisions"] + ann["revisions"])
+    assert any(r.startswith("extension_step") for r in released) and any(r.startswith("annealing_step") for r in released)
 
 
 def test_published_tree_is_read_back(repo):

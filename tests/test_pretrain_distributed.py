@@ -36,7 +36,7 @@ def rows(root) -> list[dict]:
 def weights(root):
     from safetensors.torch import load_file
 
-    return load_file(root / "artifacts/models/base/model.safetensors")
+    return load_file(root / "artifacts/phases/main/model.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def runs(tmp_path_factory):
     assert a.returncode == 0, a.stderr[-3000:]
     b = run(pretrain_cmd(), killed, env(killed, LUCIE_PRETRAIN_KILL_AFTER=str(KILL_AT)))
     state = {"returncode": b.returncode, "work": sorted(p.name for p in (killed / ".lucie/pretrain/ckpt").iterdir()),
-             "outputs": (killed / "artifacts/checkpoints").exists()}
+             "outputs": (killed / "artifacts/checkpoints/main").exists()}
     mismatch = tmp / "mismatch"
     shutil.copytree(killed, mismatch)  # the killed run's state, for the refusal tests
     c = run(pretrain_cmd(), killed, env(killed))
@@ -66,17 +66,17 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(runs):
     assert "resumed from step 4" in c.stderr
     assert losses(killed)[KILL_AT:] == losses(whole)[KILL_AT:] and len(losses(whole)) == 8
     assert (killed / "plots/pretrain_loss.csv").read_bytes() == (whole / "plots/pretrain_loss.csv").read_bytes()
-    assert (killed / "artifacts/models/base/model.safetensors").read_bytes() == \
-        (whole / "artifacts/models/base/model.safetensors").read_bytes()
+    assert (killed / "artifacts/phases/main/model.safetensors").read_bytes() == \
+        (whole / "artifacts/phases/main/model.safetensors").read_bytes()
     # Every checkpoint file: training states (optimizer, scheduler, RNG), HF revisions, revisions.json.
-    assert tree(killed / "artifacts/checkpoints") == tree(whole / "artifacts/checkpoints")
+    assert tree(killed / "artifacts/checkpoints/main") == tree(whole / "artifacts/checkpoints/main")
     assert (killed / "metrics/pretrain.json").read_bytes() == (whole / "metrics/pretrain.json").read_bytes()
     assert json.loads((killed / "metrics/timing/pretrain.json").read_text())["resumed_from_step"] == KILL_AT
     assert not (killed / ".lucie/pretrain").exists()  # the work directory became the stage's outputs
 
 
 def test_checkpoint_and_revisions_content(runs):
-    ck = runs["whole"] / "artifacts/checkpoints"
+    ck = runs["whole"] / "artifacts/checkpoints/main"
     assert sorted(p.name for p in ck.iterdir()) == ["hf", "step0000004", "step0000008"]
     state = json.loads((ck / "step0000004/state.json").read_text())
     assert state["step"] == 4 and state["samples_consumed"] == 32 and state["tokens"] == 32 * 32
@@ -93,7 +93,7 @@ def test_checkpoint_and_revisions_content(runs):
     assert tok("Bonjour").input_ids[0] == 0 and model.config.num_hidden_layers == 2
     # The last revision is the final model.
     assert (ck / "hf/step0000008/model.safetensors").read_bytes() == \
-        (runs["whole"] / "artifacts/models/base/model.safetensors").read_bytes()
+        (runs["whole"] / "artifacts/phases/main/model.safetensors").read_bytes()
 
 
 def test_mlflow_gets_loss_lr_grad_norm_speed_and_mfu_per_step(runs):
@@ -135,14 +135,14 @@ def test_resume_with_other_config_or_data_is_refused_naming_the_difference(runs)
     assert "pretrain.lr: 0.003 (checkpoint) != 0.001 (params)" in err
     assert "data (data/tokens/train/manifest.json sha256)" in err
     assert "--allow-resume-mismatch" in err and "LUCIE_RESUME_OVERRIDE=1" in err
-    assert not (root / "artifacts/checkpoints").exists() and (root / ".lucie/pretrain/ckpt/step0000004").exists()
+    assert not (root / "artifacts/checkpoints/main").exists() and (root / ".lucie/pretrain/ckpt/step0000004").exists()
 
 
 def test_override_env_resumes_anyway_and_records_it(runs):
     root = changed_copy(runs, "override-env")
     r = run(pretrain_cmd(), root, child_env(root, LUCIE_RESUME_OVERRIDE="1"))
     assert r.returncode == 0, r.stderr[-3000:]
-    state = json.loads((root / "artifacts/checkpoints/step0000008/state.json").read_text())
+    state = json.loads((root / "artifacts/checkpoints/main/step0000008/state.json").read_text())
     assert any(line.startswith("pretrain.lr: 0.003") for line in state["resumed_despite"])
     assert state["config"]["pretrain"]["lr"] == 0.001  # later checkpoints carry the config they ran with
     assert json.loads((root / "metrics/timing/pretrain.json").read_text())["resumed_from_step"] == KILL_AT
@@ -153,11 +153,11 @@ def test_override_flag_resumes_in_bf16(runs):
     root = changed_copy(runs, "override-flag", precision="bf16")
     r = run(pretrain_cmd("--allow-resume-mismatch"), root, child_env(root))
     assert r.returncode == 0, r.stderr[-3000:]
-    state = json.loads((root / "artifacts/checkpoints/step0000008/state.json").read_text())
+    state = json.loads((root / "artifacts/checkpoints/main/step0000008/state.json").read_text())
     assert "pretrain.precision: \"fp32\" (checkpoint) != \"bf16\" (params)" in state["resumed_despite"]
     out = losses(root)
     assert len(out) == 8 and all(x == x and x < 10 for x in out)  # finite losses from the bf16 steps
     import torch
     from safetensors.torch import load_file
 
-    assert load_file(root / "artifacts/checkpoints/hf/step0000008/model.safetensors")["lm_head.weight"].dtype == torch.bfloat16
+    assert load_file(root / "artifacts/checkpoints/main/hf/step0000008/model.safetensors")["lm_head.weight"].dtype == torch.bfloat16
