@@ -53,3 +53,14 @@ def make_ctx(tmp_path):
         return runtime.StageContext(name, Path(root or tmp_path), params, tracking.Tracker())
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate's AcceleratorState is a process-wide singleton: a trl Trainer in one test would fix the
+    settings every later in-process Accelerator (pretraining) gets. Each test starts from a clean state."""
+    yield
+    import sys
+
+    if "accelerate.state" in sys.modules:
+        sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
