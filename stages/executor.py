@@ -140,15 +140,19 @@ def require_ray() -> None:
             f"or set executor.kind: local or slurm.")
 
 
+def require_sbatch() -> None:
+    if shutil.which("sbatch") is None:
+        raise ExecutorError("executor.kind: slurm needs `sbatch` on PATH (run the stage on a Slurm login node); "
+                            "`python -m stages.executor --sbatch <stage>` prints the script without submitting")
+
+
 def _start(ex, p: Executor) -> None:
     if p.kind == "local":
         ex.run()
     elif p.kind == "slurm":
         # Outside an allocation, run() writes executor.pik + the sbatch script and submits the array; the stage
         # then waits for every task's completion mark, so `dvc repro` still sees one blocking command.
-        if shutil.which("sbatch") is None:
-            raise ExecutorError("executor.kind: slurm needs `sbatch` on PATH (run the stage on a Slurm login node); "
-                                "`python -m stages.executor --sbatch <stage>` prints the script without submitting")
+        require_sbatch()
         ex.run()
         while ex.get_incomplete_ranks(skip_completed=True):
             time.sleep(p.slurm.poll_seconds)
@@ -163,8 +167,10 @@ def _start(ex, p: Executor) -> None:
 
 def run_tasks(root: Path, p: Executor, stage: str, work: Callable[[int, int, Path], dict], out: Path) -> list[Path]:
     """Run `work` for every rank on the configured executor; return the task folders in rank order."""
-    if p.kind == "ray":
-        require_ray()  # before any file is touched
+    if p.kind == "ray":  # before any file is touched
+        require_ray()
+    elif p.kind == "slurm":
+        require_sbatch()
     staging = staging_dir(out)
     for d in (staging, logging_dir(root, p, stage)):
         shutil.rmtree(d, ignore_errors=True)

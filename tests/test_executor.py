@@ -1,0 +1,167 @@
+"""Data-stage scale-out (stages/executor.py): filter's tasks on datatrove's executors.
+
+The output must not depend on how many processes ran it: 1 vs 2 local workers give byte-identical
+data/filtered and metrics; more tasks change only where Parquet shards end. The Slurm script is rendered
+by datatrove's own SlurmPipelineExecutor from params (no Slurm here, so nothing is submitted) and parsed by
+bash; Ray, not installed here, fails with a message naming the package to install.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages import executor, filter as filt, ingest, io
+from stages.runtime import StageError
+
+PROJECT = Path(__file__).resolve().parent.parent
+LID = PROJECT / "assets" / "lid" / "lid.176.ftz"
+needs_lid = pytest.mark.skipif(not LID.exists(), reason="assets/lid/lid.176.ftz missing: run `make setup`")
+
+
+def sample_overrides(extra: dict | None = None, **executor_keys) -> dict:
+    """The sample corpus by absolute path; the URL rule off (its blocklist load per process is what is slow,
+    and the split/merge under test does not depend on which rules run)."""
+    import yaml
+
+    sources = yaml.safe_load((PROJECT / "params.yaml").read_text())["data"]["sources"]
+    for s in sources:
+        s["path"] = str(PROJECT / s["path"])
+    return {"data.sources": sources, "filter.language.model": str(LID), "filter.url.enabled": False,
+            **{f"executor.{k}": v for k, v in executor_keys.items()}, **(extra or {})}
+
+
+def tree(root: Path, *rels: str) -> dict[str, str]:
+    out = {}
+    for rel in rels:
+        p = root / rel
+        for f in sorted([p] if p.is_file() else p.rglob("*")):
+            if f.is_file():
+                out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def run_filter(make_ctx, root: Path, src_root: Path | None = None, **executor_keys) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    ctx = make_ctx("filter", sample_overrides(**executor_keys), root=root)
+    if src_root is None:
+        ingest.run(ctx)
+    else:
+        shutil.copytree(src_root / "data" / "raw", root / "data" / "raw")
+    filt.run(ctx)
+    return root
+
+
+# ---------------------------------------------------------------- row ranges
+def test_row_ranges_cover_the_input_in_order(tmp_path):
+    for total in (0, 1, 7, 100):
+        for world in (1, 2, 3, 8):
+            ranges = [executor.row_range(total, r, world) for r in range(world)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == total
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+            assert max(e - s for s, e in ranges) - min(e - s for s, e in ranges) <= 1
+    rows = [{"id": f"d{i:03d}", "text": "x" * i, "lang": "en", "source": "s", "category": "web", "license": "MIT",
+             "url": "", "date": "", "meta": "{}"} for i in range(23)]
+    io.write_manifest(tmp_path, io.write_docs(tmp_path, rows, rows_per_shard=5))  # 5 shards: 5,5,5,5,3
+    for world in (1, 2, 4, 23, 30):
+        got = [d for r in range(world) for d in executor.read_rows(tmp_path, *executor.row_range(23, r, world))]
+        assert got == rows, world
+
+
+# ---------------------------------------------------------------- same bytes for any number of workers
+@needs_lid
+def test_one_and_two_local_workers_give_identical_bytes(make_ctx, tmp_path):
+    one = run_filter(make_ctx, tmp_path / "one", tasks=2, workers=1)
+    two = run_filter(make_ctx, tmp_path / "two", one, tasks=2, workers=2)
+    a, b = tree(one, "data/filtered", "metrics/filter.json"), tree(two, "data/filtered", "metrics/filter.json")
+    assert a == b
+    m = io.read_json(one / "metrics/filter.json")
+    assert m["dropped_total"] > 0 and m["kept"] > 0  # a real split: both outcomes present
+    assert len(io.read_json(one / "data/filtered/manifest.json")["files"]) == 2  # one shard per task
+    # the tasks ran under datatrove: its per-rank completions and stats, and no staging left behind
+    logs = two / "logs/datatrove/filter"
+    assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00001"]
+    assert (logs / "stats.json").exists()
+    assert not (two / "data/.filtered.tasks").exists()
+
+    # tasks: 1 (the default) -> same documents in the same order, same records and metrics; only the
+    # shard boundaries differ (tasks is part of the output contract)
+    single = run_filter(make_ctx, tmp_path / "single", one)
+    assert list(io.read_docs(single / "data/filtered")) == list(io.read_docs(one / "data/filtered"))
+    for rel in ("data/filtered/dropped.jsonl", "metrics/filter.json"):
+        assert (single / rel).read_bytes() == (one / rel).read_bytes(), rel
+    assert len(io.read_json(single / "data/filtered/manifest.json")["files"]) == 1
+
+
+def test_a_failing_task_fails_the_stage_and_leaves_nothing(make_ctx, tmp_path):
+    ctx = make_ctx("filter", sample_overrides({"filter.language.enabled": False}), root=tmp_path)
+    ingest.run(ctx)
+    shard = tmp_path / "data/raw" / io.read_json(tmp_path / "data/raw/manifest.json")["files"][0]["path"]
+    shard.write_bytes(b"not parquet")
+    with pytest.raises(Exception, match="(?i)parquet"):
+        filt.run(ctx)
+    assert not (tmp_path / "data/filtered").exists() and not (tmp_path / "data/.filtered.tasks").exists()
+
+
+# ---------------------------------------------------------------- Ray: a real code path, a clear message
+@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
+def test_ray_without_ray_names_the_package(make_ctx, tmp_path):
+    ctx = make_ctx("filter", sample_overrides(kind="ray", tasks=2), root=tmp_path)
+    from datatrove.executor.ray import RayPipelineExecutor
+
+    ex = executor.build(ctx.params.executor, [], "filter", tmp_path)
+    assert isinstance(ex, RayPipelineExecutor) and ex.world_size == 2 and ex.cpus_per_task == 1
+    (tmp_path / "data/raw").mkdir(parents=True)
+    with pytest.raises(StageError, match=r"pip install \"ray\[default\]\""):
+        filt.run(ctx)
+    assert not (tmp_path / "data/filtered").exists()
+
+
+def test_slurm_without_sbatch_says_so(make_ctx, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    ctx = make_ctx("filter", sample_overrides(kind="slurm"), root=tmp_path)
+    (tmp_path / "data/raw").mkdir(parents=True)
+    with pytest.raises(StageError, match="needs `sbatch` on PATH"):
+        filt.run(ctx)
+    assert not (tmp_path / "data/filtered").exists()
+
+
+# ---------------------------------------------------------------- the Slurm script, rendered by datatrove
+SLURM = {"kind": "local", "tasks": 12, "workers": 4, "logging_dir": "logs/dt",
+         "slurm": {"partition": "cpu-long", "time": "02:30:00", "cpus_per_task": 3, "mem_per_cpu_gb": 5,
+                   "job_name": "lucie-data", "qos": "high", "env_command": "source .venv/bin/activate",
+                   "sbatch_args": {"account": "proj42"}, "max_array_size": 10, "poll_seconds": 5}}
+
+
+def test_sbatch_script_from_params(make_ctx, tmp_path):
+    ctx = make_ctx("filter", {"executor": SLURM}, root=tmp_path)
+    script = executor.sbatch_script(ctx.params, "filter", tmp_path)
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for want in ("#SBATCH --partition=cpu-long", "#SBATCH --time=02:30:00", "#SBATCH --cpus-per-task=3",
+                 "#SBATCH --mem-per-cpu=5G", "#SBATCH --job-name=lucie-data-filter", "#SBATCH --qos=high",
+                 "#SBATCH --account=proj42", "#SBATCH --array=0-9%4",  # 12 tasks, arrays of <= 10, 4 at once
+                 "source .venv/bin/activate"):
+        assert want in lines or any(l.strip() == want for l in lines), want
+    log_dir = (tmp_path / "logs/dt/filter").resolve()
+    assert any(l.strip().startswith("srun") and l.strip().endswith(f"launch_pickled_pipeline {log_dir}/executor.pik")
+               for l in lines)
+    assert f"#SBATCH --output={log_dir}/slurm_logs/%A_%a.out" in lines
+    bash = shutil.which("bash")
+    subprocess.run([bash, "-n"], input=script, text=True, check=True)
+
+    # the CLI prints the same script from the repo's params file
+    (tmp_path / "params.yaml").write_text(__import__("yaml").safe_dump(ctx.params.model_dump(mode="json")))
+    env = {**os.environ, "DVC_ROOT": str(tmp_path), "PYTHONPATH": str(PROJECT)}
+    out = subprocess.run([sys.executable, "-m", "stages.executor", "--sbatch", "filter"], cwd=PROJECT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out == script
+    bad = subprocess.run([sys.executable, "-m", "stages.executor", "--sbatch", "tokenize"], cwd=PROJECT, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "does not run through the executor" in bad.stderr
