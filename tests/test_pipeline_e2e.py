@@ -114,7 +114,10 @@ def test_training_learns_and_release_loads(repo):
         f"sample-{s}.md" for s in ("code", "de", "en", "es", "fr", "it")]
     openness = json.loads((root / "release/openness/openness.json").read_text())
     assert openness["nextcloud"]["color"] == "green"
-    assert all(c["verified"] for c in openness["evidence"]["components"])
+    comps = openness["evidence"]["components"]
+    assert all(c["verified"] for c in comps if c["released"])  # every released component traced, none claimed
+    assert [c["component"] for c in comps if not c["released"]] == ["Research paper"]  # named, with its why
+    assert openness["osaid"]["compliant"] and openness["mof"]["class"] == 2
     assert openness["osaid"]["compliant"] or openness["osaid"]["failures"]  # never a silent "no"
     assert len(openness["osai_index"]["parameters"]) == 12
     # An auditor's `lucie audit` recomputes exactly the card the release stage wrote.
