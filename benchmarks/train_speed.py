@@ -7,6 +7,9 @@ global batch, AdamW settings, LR schedule, grad clipping and torch threads. They
 (ours, bare, ours, bare, ...) in fresh processes so that load on a shared machine hits both alike, and the
 median tokens/s over the steady steps (after WARMUP) is compared.
 
+Both tokens/s figures are per optimizer step (forward, backward, clip, optimizer and scheduler step, and for
+ours also the data-order lookup and per-step logging), medians over the steady steps; start-up is excluded.
+
 MFU = FLOPs/token (6N + attention, stages.pretrain.flops_per_token) x tokens/s / peak, with two peaks:
   * nominal: cores x max clock x FLOPs/cycle/core from the CPU's vector units (AVX-512: 2 FMA x 16 fp32
     lanes x 2 = 64; AVX2+FMA: 32; otherwise 8) — the datasheet kind of number, rarely reachable on CPU;
@@ -100,7 +103,8 @@ def nominal_peak(threads: int) -> tuple[float, str]:
     mhz = [float(l.split(":", 1)[1]) for l in info.splitlines() if l.startswith(("CPU max MHz", "CPU MHz"))]
     per_cycle = 64 if "avx512f" in flags else 32 if ("avx2" in flags and "fma" in flags) else 8
     ghz = (max(mhz) if mhz else 2000.0) / 1000
-    return threads * ghz * 1e9 * per_cycle, f"{threads} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
+    clock = f"{ghz:.2f} GHz" if mhz else f"{ghz:.2f} GHz ASSUMED (lscpu reports no clock here)"
+    return threads * ghz * 1e9 * per_cycle, f"{threads} cores x {clock} x {per_cycle} FLOP/cycle"
 
 
 def main() -> None:
