@@ -21,21 +21,10 @@ from prefect.cache_policies import NO_CACHE
 
 def stage_order(root: Path, targets: list[str] | None = None) -> list[str]:
     """Stage names of dvc.yaml, dependencies first; with targets, those stages and everything upstream
-    of them (what `dvc repro TARGET` would consider)."""
-    import networkx as nx
-    from dvc.repo import Repo
+    of them (what `dvc repro TARGET` would consider). One implementation with `lucie verify`."""
+    from lucie.verify import plan
 
-    with Repo(str(root)) as repo:
-        graph = repo.index.graph  # edges go stage -> dependency
-        order = [s for s in reversed(list(nx.topological_sort(graph))) if getattr(s, "name", None)]
-        if targets:
-            unknown = sorted(set(targets) - {s.name for s in order})
-            if unknown:
-                raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {[s.name for s in order]}")
-            wanted = {s for s in order if s.name in targets}
-            wanted |= {d for s in list(wanted) for d in nx.descendants(graph, s)}
-            order = [s for s in order if s in wanted]
-        return [s.name for s in order]
+    return plan(root, targets)[0]
 
 
 class _DvcLog(logging.Handler):

@@ -41,7 +41,7 @@ PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "trl", "datatro
 BIN = Path(sys.executable).parent
 
 
-class VerifyError(Exception):
+class VerifyError(ValueError):
     """The verification could not start (not a repo, unknown stage, missing input): exit 2."""
 
 

@@ -19,13 +19,14 @@ Decisions (each one explained where it is made below):
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .io import sha256_file
 
 ARCH = "llama"
 ROLES = ("system", "user", "assistant")
@@ -520,14 +521,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_metadata(w, hp: dict, vocab: Vocab, *, name: str, file_type: int, license: str | None,
                     languages, tags, repo_url: str | None, chat_template: str | None) -> None:
     from gguf import GGML_QUANT_VERSION
@@ -667,7 +660,7 @@ def export(model_dir, out_dir, quantize=("Q8_0",), *, name: str | None = None, l
     fmt = chat_format(vocab) if template else None
     return {
         "files": files,
-        "sha256": {k: _sha256(out_dir / f) for k, f in files.items()},
+        "sha256": {k: sha256_file(out_dir / f) for k, f in files.items()},
         "bytes": {k: (out_dir / f).stat().st_size for k, f in files.items()},
         "metadata": {
             "architecture": ARCH, "name": name, "license": license, "tensors": len(names),
