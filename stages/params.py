@@ -13,6 +13,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
+def _not_above_lr(cls, v: float, info: ValidationInfo) -> float:
+    """A schedule's floor (min_lr) cannot be above its peak (lr); shared by every section with both."""
+    if "lr" in info.data and v > info.data["lr"]:
+        raise ValueError(f"must be <= lr ({info.data['lr']})")
+    return v
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -403,12 +410,7 @@ class Pretrain(Strict):
             raise ValueError(f"start and increment must be multiples of micro_batch_size ({micro})")
         return v
 
-    @field_validator("min_lr")
-    @classmethod
-    def _min_lr(cls, v: float, info: ValidationInfo) -> float:
-        if "lr" in info.data and v > info.data["lr"]:
-            raise ValueError(f"must be <= lr ({info.data['lr']})")
-        return v
+    _min_lr = field_validator("min_lr")(_not_above_lr)
 
     @field_validator("warmup_steps")
     @classmethod
@@ -440,7 +442,7 @@ class PhaseTrain(Strict):
     export_every: int = Field(default=0, ge=0)  # revisions <phase>_step%07d every N steps and at the end
 
     _global_batch = field_validator("global_batch_size")(Pretrain._global_batch.__func__)
-    _min_lr = field_validator("min_lr")(Pretrain._min_lr.__func__)
+    _min_lr = field_validator("min_lr")(_not_above_lr)
     _warmup = field_validator("warmup_steps")(Pretrain._warmup.__func__)
 
     def training(self, pretrain: Pretrain) -> Pretrain:
@@ -509,12 +511,7 @@ class SFT(Strict):
             raise ValueError(f"mix component names must be unique, got {names}")
         return v
 
-    @field_validator("min_lr")
-    @classmethod
-    def _min_below_lr(cls, v: float, info: ValidationInfo) -> float:
-        if "lr" in info.data and v > info.data["lr"]:
-            raise ValueError(f"min_lr {v} is above lr {info.data['lr']}")
-        return v
+    _min_lr = field_validator("min_lr")(_not_above_lr)
 
 
 class DPO(Strict):
