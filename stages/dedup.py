@@ -40,12 +40,13 @@ import re
 import tempfile
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from . import io
 from .params import WORD_TOKENIZER, MinHash
-from .runtime import Ledger, StageContext, StageError, stage
+from .runtime import Ledger, StageContext, StageError, progress, stage
 
 IN, OUT = "data/filtered", "data/dedup"
 CACHE_MAX = 2_000_000  # distinct chunks cached per language before the cache starts over (bounds memory)
@@ -233,14 +234,15 @@ class Scan:
     sigs: dict[int, np.ndarray]  # group representative -> signature (absent: too few words)
 
 
-def scan(docs, p, signer: Signer | None) -> Scan:
-    """Exact keys for every document; a signature for each exact group's smallest-id member only."""
+def scan(docs, p, signer: Signer | None, offset: int = 0) -> Scan:
+    """Exact keys for every document; a signature for each exact group's smallest-id member only.
+    `offset`: the index of the first document in the whole input (a task scans a range of it)."""
     s = Scan([], [], [], [], {}, {})
     for i, d in enumerate(docs):
         s.ids.append(d["id"])
         s.langs.append(d["lang"])
         s.sources.append(d["source"])
-        key = (d["lang"], exact_key(d["text"]) if p.exact else f"#{i}")
+        key = (d["lang"], exact_key(d["text"]) if p.exact else f"#{offset + i}")
         s.group.append(key)
         j = s.group_rep.get(key)
         if j is None or d["id"] < s.ids[j]:
@@ -251,15 +253,80 @@ def scan(docs, p, signer: Signer | None) -> Scan:
                 sig = signer.signature(d["text"], d["lang"])
                 if sig is not None:
                     s.sigs[i] = sig
-    if len(set(s.ids)) != len(s.ids):
-        seen, dup = set(), None
-        for x in s.ids:
-            if x in seen:
-                dup = x
-                break
-            seen.add(x)
-        raise StageError(f"duplicate document id {dup!r} in the input: a cluster keeps its smallest id, "
-                         f"so ids must be unique (ingest rejects duplicates)")
+    return s
+
+
+def check_unique(ids: list[str]) -> None:
+    seen: set[str] = set()
+    for x in ids:
+        if x in seen:
+            raise StageError(f"duplicate document id {x!r} in the input: a cluster keeps its smallest id, "
+                             f"so ids must be unique (ingest rejects duplicates)")
+        seen.add(x)
+
+
+# ---------------------------------------------------------------- scale-out: signatures per task
+SCAN = "scan.parquet"  # per task: id, lang, source, exact key and (for its exact groups' kept member) signature
+
+
+class DedupTask:
+    """One executor task: rows [start, end) of data/filtered -> their Scan (ids, exact keys, signatures).
+
+    The signatures are the cost (spaCy, hashing); everything that needs the whole corpus (exact groups across
+    tasks, banding, union-find, the second pass that writes) runs in the stage after the merge. A task signs
+    the smallest-id member of each of its exact groups; the merge's group representative is the smallest of
+    those, so its signature is always there. Picklable: the Signer (spaCy models) is built in each process.
+    """
+
+    def __init__(self, p, src: Path, signer: Signer | None = None):
+        self.p, self.src, self._signer = p, Path(src), signer
+
+    def __getstate__(self):
+        return {**self.__dict__, "_signer": None}
+
+    def __deepcopy__(self, memo):
+        return DedupTask(self.p, self.src, self._signer)
+
+    def __call__(self, rank: int, world_size: int, out: Path) -> dict:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from . import executor
+
+        if self._signer is None and self.p.minhash.enabled:
+            self._signer = Signer(self.p.minhash)
+        start, end = executor.row_range(io.count_docs(self.src), rank, world_size)
+        rows = progress(executor.read_rows(self.src, start, end), end - start, f"[dedup] signatures (task {rank})")
+        s = scan(rows, self.p, self._signer, offset=start)
+        sigs = [s.sigs[i].tobytes() if i in s.sigs else None for i in range(len(s.ids))]
+        pq.write_table(pa.table({"id": s.ids, "lang": s.langs, "source": s.sources,
+                                 "key": [k for _, k in s.group], "sig": pa.array(sigs, pa.binary())}),
+                       out / SCAN, compression="zstd")
+        return {"rows": [start, end], "signed": len(s.sigs)}
+
+
+def merge_scans(dirs: list[Path]) -> Scan:
+    """The tasks' scans in rank order as the Scan of the whole input: exact groups re-resolved across tasks
+    (each group's smallest id), keeping only the signatures of the groups' representatives."""
+    import pyarrow.parquet as pq
+
+    s = Scan([], [], [], [], {}, {})
+    for d in dirs:
+        t = pq.read_table(d / SCAN)
+        offset = len(s.ids)
+        s.ids += t.column("id").to_pylist()
+        s.langs += t.column("lang").to_pylist()
+        s.sources += t.column("source").to_pylist()
+        s.group += list(zip(t.column("lang").to_pylist(), t.column("key").to_pylist()))
+        for i, sig in enumerate(t.column("sig").to_pylist()):
+            if sig is not None:
+                s.sigs[offset + i] = np.frombuffer(sig, dtype=np.uint64)
+    for i, key in enumerate(s.group):
+        j = s.group_rep.get(key)
+        if j is None or s.ids[i] < s.ids[j]:
+            s.group_rep[key] = i
+    reps = set(s.group_rep.values())
+    s.sigs = {i: sig for i, sig in s.sigs.items() if i in reps}
     return s
 
 
@@ -373,20 +440,30 @@ def metrics(pl: Plan, p) -> tuple[dict, Ledger]:
 
 
 def run(ctx: StageContext) -> None:
-    p = ctx.params.dedup
-    src = ctx.path(IN)
-    signer = Signer(p.minhash) if p.minhash.enabled else None
+    """Signatures as `executor.tasks` tasks on the configured executor (default: one, in this process), then
+    clustering and the second pass here. The output does not depend on tasks or workers (tested)."""
+    from . import executor
+
+    p, ex = ctx.params.dedup, ctx.params.executor
+    src, out = ctx.path(IN), ctx.path(OUT)
+    signer = Signer(p.minhash) if p.minhash.enabled else None  # reused by in-process tasks and by the writer
     try:
-        s = scan(ctx.progress(io.read_docs(src), io.count_docs(src), "signatures"), p, signer)
+        dirs = executor.run_tasks(ctx.root, ex, "dedup", DedupTask(p, src, signer if ex.workers == 1 else None), out)
+        s = merge_scans(dirs)
+        check_unique(s.ids)
         pl = plan(s, p)
-        write(pl, src, ctx.path(OUT), ctx.params.ingest.rows_per_shard, signer)
+        write(pl, src, out, ctx.params.ingest.rows_per_shard, signer)
+    except executor.ExecutorError as err:
+        raise StageError(str(err)) from None
     finally:
+        executor.cleanup(out)
         if signer is not None:
             signer.close()
     m, ledger = metrics(pl, p)
     ctx.write_metrics("metrics/dedup.json", m)
     ctx.dataset(OUT, "output")
-    ctx.summary(f"{ledger.summary()}, {m['near_duplicate_clusters']} near-duplicate clusters -> {OUT}")
+    tasks = f", signatures in {ex.tasks} tasks on {ex.kind}" if ex.tasks > 1 or ex.kind != "local" else ""
+    ctx.summary(f"{ledger.summary()}, {m['near_duplicate_clusters']} near-duplicate clusters{tasks} -> {OUT}")
 
 
 def main() -> None:

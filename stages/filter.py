@@ -29,7 +29,7 @@ from . import executor
 from . import filter_rules as fr
 from . import io
 from .params import WORD_TOKENIZER, Filter
-from .runtime import Ledger, StageContext, StageError, console, stage
+from .runtime import Ledger, StageContext, StageError, console, progress, stage
 
 IN, OUT = "data/raw", "data/filtered"
 PERPLEXITY_OFF = "perplexity filter off: no KenLM model configured"
@@ -288,7 +288,8 @@ class FilterTask:
         by_check: Counter = Counter()
 
         def kept():
-            for doc in executor.read_rows(self.src, start, end):
+            rows = executor.read_rows(self.src, start, end)
+            for doc in progress(rows, end - start, f"[filter] rules (task {rank})"):
                 ledger.read += 1
                 c = per_source.setdefault(doc["source"], Counter())
                 c["read"] += 1

@@ -21,15 +21,14 @@ import glob
 import itertools
 import json
 import os
-from collections import Counter
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import orjson
 
-from . import io
+from . import executor, io
 from .params import Ingest, Source
-from .runtime import Ledger, StageContext, StageError, stage
+from .runtime import Ledger, StageContext, StageError, progress, stage
 
 OUT = "data/raw"
 KNOWN = {"id", "text", "lang", "category", "license", "url", "date"}
@@ -212,66 +211,157 @@ def normalise(rec, src: Source, where: str, max_bytes: int, languages: list[str]
     return doc, None
 
 
-def read_source(
-    root: Path, src: Source, p: Ingest, languages: list[str], ledger: Ledger, rejects: list, per_source: dict,
-    seen_ids: set[str],
-) -> Iterator[dict]:
-    """Yield the source's valid documents; count and log the rest. `seen_ids` spans all sources."""
-    counts = per_source.setdefault(src.name, {"read": 0, "kept": 0, "rejected": 0, "words": 0})
-    reasons: Counter = Counter()
+# ---------------------------------------------------------------- units: what one task reads
+Unit = tuple[int, str]  # (index in data.sources, file relative to the root; "hf://<dataset>" for a stream)
+
+
+def units(root: Path, sources: list[Source]) -> list[Unit]:
+    """Every file of every source, in the order the corpus lists them (sources as configured, files sorted).
+    Missing files fail here, before any task starts."""
+    out: list[Unit] = []
+    for i, src in enumerate(sources):
+        if src.format == "hf":
+            out.append((i, f"hf://{src.hf.dataset}"))
+        else:
+            out.extend((i, os.path.relpath(f, root)) for f in _files(root, src))
+    return out
+
+
+def unit_records(root: Path, src: Source, fname: str, p: Ingest, languages: list[str]) -> Iterator[Record]:
+    """(line or row, normalised document or None, reject reason) for the records of one file, in file order.
+    A file never gives more than the document cap: nothing after it can be taken."""
     if src.format == "hf":
-        streams = [(f"hf://{src.hf.dataset}", _hf_records(src))]
+        raw = _hf_records(src)
+    elif src.format == "jsonl":
+        raw = _jsonl_records(root / fname, p.max_doc_bytes)
     else:
-        streams = []
-        for f in _files(root, src):
-            fname = os.path.relpath(f, root)
-            streams.append((fname, _jsonl_records(f, p.max_doc_bytes) if src.format == "jsonl"
-                            else _parquet_records(f, fname, src)))
-    try:
-        for fname, records in streams:
-            for lineno, rec, reason in records:
-                if p.max_docs_per_source is not None and counts["read"] >= p.max_docs_per_source:
-                    return
-                ledger.read += 1
-                counts["read"] += 1
-                where = f"{src.name}:{fname}:{lineno}"
-                doc = None
-                if reason is None:
-                    doc, reason = normalise(rec, src, where, p.max_doc_bytes, languages)
-                if doc is not None and doc["id"] in seen_ids:
-                    doc, reason = None, f"duplicate_id: {doc['id']}"
-                if doc is None:
-                    kind = reason.split(":")[0]
-                    ledger.reject(kind)
-                    reasons[kind] += 1
-                    counts["rejected"] += 1
-                    rejects.append({"source": src.name, "file": fname, "line": lineno, "reason": kind, "detail": reason})
-                    continue
-                seen_ids.add(doc["id"])
-                ledger.kept += 1
-                counts["kept"] += 1
-                counts["words"] += len(doc["text"].split())
-                yield doc
-    finally:  # also on the early return of the document cap
-        counts["rejected_by_reason"] = dict(sorted(reasons.items()))
+        raw = _parquet_records(root / fname, fname, src)
+    cap = p.max_docs_per_source
+    for n, (lineno, rec, reason) in enumerate(raw):
+        if cap is not None and n >= cap:
+            return
+        doc = None
+        if reason is None:
+            doc, reason = normalise(rec, src, f"{src.name}:{fname}:{lineno}", p.max_doc_bytes, languages)
+        yield lineno, doc, reason
+
+
+# ---------------------------------------------------------------- the accounting, in corpus order
+class Accounts:
+    """What the stage decides in corpus order, whoever parsed the records: the per-source document cap,
+    duplicate ids across all sources, and the counts. Fed the same records in the same order it takes the
+    same decisions, so one process reading everything and N tasks replayed in rank order write the same bytes."""
+
+    def __init__(self, sources: list[Source], cap: int | None):
+        self.ledger, self.rejects, self.seen_ids, self.cap = Ledger(), [], set(), cap
+        self.per_source = {s.name: {"read": 0, "kept": 0, "rejected": 0, "words": 0, "rejected_by_reason": {}}
+                           for s in sources}
+
+    def full(self, name: str) -> bool:
+        return self.cap is not None and self.per_source[name]["read"] >= self.cap
+
+    def take(self, name: str, fname: str, lineno: int, doc: dict | None, reason: str | None) -> dict | None:
+        """Count one record; return the document if it is kept."""
+        counts = self.per_source[name]
+        self.ledger.read += 1
+        counts["read"] += 1
+        if doc is not None and doc["id"] in self.seen_ids:
+            doc, reason = None, f"duplicate_id: {doc['id']}"
+        if doc is None:
+            kind = reason.split(":")[0]
+            self.ledger.reject(kind)
+            by_reason = counts["rejected_by_reason"]
+            by_reason[kind] = by_reason.get(kind, 0) + 1
+            counts["rejected"] += 1
+            self.rejects.append({"source": name, "file": fname, "line": lineno, "reason": kind, "detail": reason})
+            return None
+        self.seen_ids.add(doc["id"])
+        self.ledger.kept += 1
+        counts["kept"] += 1
+        counts["words"] += len(doc["text"].split())
+        return doc
+
+    def metrics(self) -> dict:
+        for name, c in self.per_source.items():  # the per-source half of Ledger.check
+            if c["read"] != c["kept"] + c["rejected"] or c["rejected"] != sum(c["rejected_by_reason"].values()):
+                raise AssertionError(f"record accounting broken for source {name}: {c}")
+        return {**self.ledger.as_dict(), "per_source": self.per_source}
+
+
+# ---------------------------------------------------------------- tasks: parse and normalise a range of files
+RECORDS = "records.parquet"  # per task: (unit, line, reason) of every record in order; reason null: a document
+
+
+class IngestTask:
+    """One executor task: the files [start, end) of the unit list -> its normalised documents (Parquet parts)
+    and the (unit, line, reason) of every record, in file order. Parsing and normalising is the work that
+    scales; the decisions that need the whole corpus (cap, duplicate ids) are the merge's (Accounts)."""
+
+    def __init__(self, root: Path, p: Ingest, sources: list[Source], languages: list[str], all_units: list[Unit]):
+        self.root, self.p, self.sources, self.languages, self.units = Path(root), p, sources, languages, all_units
+
+    def __call__(self, rank: int, world_size: int, out: Path) -> dict:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        start, end = executor.row_range(len(self.units), rank, world_size)
+        cols: dict[str, list] = {"unit": [], "line": [], "reason": []}
+
+        def docs():
+            for u in progress(range(start, end), end - start, f"[ingest] files (task {rank})"):
+                i, fname = self.units[u]
+                for lineno, doc, reason in unit_records(self.root, self.sources[i], fname, self.p, self.languages):
+                    cols["unit"].append(u)
+                    cols["line"].append(lineno)
+                    cols["reason"].append(reason)
+                    if doc is not None:
+                        yield doc
+
+        io.write_manifest(out, io.write_docs(out, docs(), self.p.rows_per_shard))
+        table = pa.table({"unit": pa.array(cols["unit"], pa.int32()), "line": pa.array(cols["line"], pa.int64()),
+                          "reason": pa.array(cols["reason"], pa.string())})
+        pq.write_table(table, out / RECORDS, compression="zstd")
+        return {"units": [start, end], "records": len(cols["unit"])}
+
+
+def replay(dirs: list[Path], all_units: list[Unit], sources: list[Source], acc: Accounts) -> Iterator[dict]:
+    """The tasks' records in rank order through Accounts: the kept documents, in corpus order."""
+    import pyarrow.parquet as pq
+
+    for d in dirs:
+        docs = io.read_docs(d)
+        rec = pq.read_table(d / RECORDS)
+        for u, lineno, reason in zip(*(rec.column(c).to_pylist() for c in ("unit", "line", "reason"))):
+            doc = next(docs) if reason is None else None
+            i, fname = all_units[u]
+            name = sources[i].name
+            if acc.full(name):
+                continue
+            kept = acc.take(name, fname, lineno, doc, reason)
+            if kept is not None:
+                yield kept
 
 
 def run(ctx: StageContext) -> None:
     prm, root = ctx.params, ctx.root
-    ledger, rejects, per_source, seen_ids = Ledger(), [], {}, set()
-    docs = (
-        doc
-        for src in prm.data.sources
-        for doc in read_source(root, src, prm.ingest, prm.data.languages, ledger, rejects, per_source, seen_ids)
-    )
-    io.write_corpus(ctx.path(OUT), ctx.progress(docs, None, "reading sources"), prm.ingest.rows_per_shard,
-                    "rejected.jsonl", rejects, per_source=per_source)
-    for name, c in per_source.items():  # the per-source half of Ledger.check
-        if c["read"] != c["kept"] + c["rejected"] or c["rejected"] != sum(c["rejected_by_reason"].values()):
-            raise AssertionError(f"record accounting broken for source {name}: {c}")
-    ctx.write_metrics("metrics/ingest.json", {**ledger.as_dict(), "per_source": per_source})
+    sources, ex = prm.data.sources, ctx.params.executor
+    all_units = units(root, sources)
+    acc = Accounts(sources, prm.ingest.max_docs_per_source)
+    out = ctx.path(OUT)
+    task = IngestTask(root, prm.ingest, sources, prm.data.languages, all_units)
+    try:
+        dirs = executor.run_tasks(root, ex, "ingest", task, out)
+        docs = replay(dirs, all_units, sources, acc)
+        io.write_corpus(out, ctx.progress(docs, None, "accounting"), prm.ingest.rows_per_shard,
+                        "rejected.jsonl", acc.rejects, per_source=acc.per_source)
+    except executor.ExecutorError as err:
+        raise StageError(str(err)) from None
+    finally:
+        executor.cleanup(out)
+    ctx.write_metrics("metrics/ingest.json", acc.metrics())
     ctx.dataset(OUT, "output")
-    ctx.summary(f"{ledger.summary()} from {len(prm.data.sources)} sources -> {OUT}")
+    tasks = f", {ex.tasks} tasks on {ex.kind}" if ex.tasks > 1 or ex.kind != "local" else ""
+    ctx.summary(f"{acc.ledger.summary()} from {len(sources)} sources{tasks} -> {OUT}")
 
 
 def main() -> None:

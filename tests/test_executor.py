@@ -1,7 +1,8 @@
-"""Data-stage scale-out (stages/executor.py): filter's tasks on datatrove's executors.
+"""Data-stage scale-out (stages/executor.py): ingest's, filter's and dedup's tasks on datatrove's executors.
 
 The output must not depend on how many processes ran it: 1 vs 2 local workers give byte-identical
-data/filtered and metrics; more tasks change only where Parquet shards end. The Slurm script is rendered
+data/filtered and metrics; for filter more tasks change only where Parquet shards end; ingest and dedup
+write their output after the merge, so theirs is byte-identical for any tasks and workers. The Slurm script is rendered
 by datatrove's own SlurmPipelineExecutor from params (no Slurm here, so nothing is submitted) and parsed by
 bash; Ray, not installed here, fails with a message naming the package to install.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import executor, filter as filt, ingest, io
+from stages import dedup, executor, filter as filt, ingest, io
 from stages.runtime import StageError
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,63 @@ def test_one_and_two_local_workers_give_identical_bytes(make_ctx, tmp_path):
     for rel in ("data/filtered/dropped.jsonl", "metrics/filter.json"):
         assert (single / rel).read_bytes() == (one / rel).read_bytes(), rel
     assert len(io.read_json(single / "data/filtered/manifest.json")["files"]) == 1
+
+
+def run_stage(make_ctx, module, root: Path, overrides: dict | None = None, **executor_keys) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    module.run(make_ctx(module.__name__.split(".")[-1], sample_overrides(overrides, **executor_keys), root=root))
+    return root
+
+
+def test_ingest_gives_the_same_bytes_for_any_tasks_and_workers(make_ctx, tmp_path):
+    """Tasks parse and normalise ranges of files; the cap and duplicate ids are decided in corpus order after."""
+    outs = ("data/raw", "metrics/ingest.json")
+    one = tree(run_stage(make_ctx, ingest, tmp_path / "one"), *outs)
+    assert tree(run_stage(make_ctx, ingest, tmp_path / "many", tasks=5, workers=2), *outs) == one
+    assert not (tmp_path / "many/data/.raw.tasks").exists()
+    assert sorted(p.name for p in (tmp_path / "many/logs/datatrove/ingest/completions").iterdir()) == \
+        [f"{r:05d}" for r in range(5)]
+    # a cap reached in one task: the rest of the source, parsed by the next task, is not taken
+    cap = {"ingest.max_docs_per_source": 48}
+    capped = tree(run_stage(make_ctx, ingest, tmp_path / "cap1", cap), *outs)
+    # 12 files in 6 tasks: task 0 has en.jsonl (44 lines) + en.malformed.jsonl, task 1 en.noise.jsonl + fr.jsonl
+    assert tree(run_stage(make_ctx, ingest, tmp_path / "cap6", cap, tasks=6), *outs) == capped
+    m = io.read_json(tmp_path / "cap6/metrics/ingest.json")
+    assert m["per_source"]["sample-en"]["read"] == 48
+    assert m["read"] < io.read_json(tmp_path / "one/metrics/ingest.json")["read"]
+
+
+def test_ingest_duplicate_ids_across_tasks_are_rejected_as_in_one_pass(make_ctx, tmp_path):
+    (tmp_path / "in").mkdir(parents=True)
+    for k in range(3):  # each file repeats an id of the file before it
+        rows = [{"id": f"f{k}-{j}", "text": f"text {k} {j}"} for j in range(3)] + ([{"id": f"f{k-1}-0", "text": "again"}] if k else [])
+        (tmp_path / "in" / f"part{k}.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    src = {"data.sources": [{"name": "s", "path": "in/*.jsonl", "lang": "en", "license": "CC0-1.0"}]}
+    outs = ("data/raw", "metrics/ingest.json")
+    single = tmp_path / "single"
+    shutil.copytree(tmp_path / "in", single / "in")
+    ingest.run(make_ctx("ingest", src, root=single))
+    split = tmp_path / "split"
+    shutil.copytree(tmp_path / "in", split / "in")
+    ingest.run(make_ctx("ingest", {**src, "executor.tasks": 3}, root=split))
+    assert tree(split, *outs) == tree(single, *outs)
+    assert io.read_json(split / "metrics/ingest.json")["rejected"] == {"duplicate_id": 2}
+
+
+@needs_lid
+def test_dedup_gives_the_same_bytes_for_any_tasks_and_workers(make_ctx, tmp_path):
+    """Signatures per task, groups, bands and the written output after the merge: nothing depends on tasks."""
+    base = run_stage(make_ctx, ingest, tmp_path / "base")
+    outs = ("data/dedup", "metrics/dedup.json")
+    runs = {}
+    for name, keys in {"one": {}, "three": {"tasks": 3, "workers": 2}, "seven": {"tasks": 7}}.items():
+        root = tmp_path / name
+        shutil.copytree(base / "data/raw", root / "data/filtered")  # the sample's planted duplicates survive
+        runs[name] = tree(run_stage(make_ctx, dedup, root, **keys), *outs)
+    assert runs["one"] == runs["three"] == runs["seven"]
+    m = io.read_json(tmp_path / "three/metrics/dedup.json")
+    assert m["dropped"]["exact"] > 0 and m["dropped"]["near_duplicate"] > 0
+    assert not (tmp_path / "three/data/.dedup.tasks").exists()
 
 
 def test_a_failing_task_fails_the_stage_and_leaves_nothing(make_ctx, tmp_path):
