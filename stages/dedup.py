@@ -447,16 +447,20 @@ def run(ctx: StageContext) -> None:
     p, ex = ctx.params.dedup, ctx.params.executor
     src, out = ctx.path(IN), ctx.path(OUT)
     signer = Signer(p.minhash) if p.minhash.enabled else None  # reused by in-process tasks and by the writer
+    task = DedupTask(p, src, signer if ex.workers == 1 else None)
+    inputs = lambda: {"dedup": p.model_dump(mode="json"), "input": executor.input_manifest(src)}
+    failed = True
     try:
-        dirs = executor.run_tasks(ctx.root, ex, "dedup", DedupTask(p, src, signer if ex.workers == 1 else None), out)
+        dirs = executor.run_tasks(ctx.root, ex, "dedup", task, out, inputs)
         s = merge_scans(dirs)
         check_unique(s.ids)
         pl = plan(s, p)
         write(pl, src, out, ctx.params.ingest.rows_per_shard, signer)
+        failed = False
     except executor.ExecutorError as err:
         raise StageError(str(err)) from None
     finally:
-        executor.cleanup(out)
+        executor.cleanup(out, ex, failed)
         if signer is not None:
             signer.close()
     m, ledger = metrics(pl, p)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
+import json
 import os
 import shutil
 import sys
@@ -107,12 +109,12 @@ def logging_dir(root: Path, p: Executor, stage: str) -> Path:
 def build(p: Executor, pipeline: list, stage: str, root: Path):
     """The datatrove executor `executor.kind` names, for `pipeline`. Constructing it starts nothing."""
     log_dir = str(logging_dir(root, p, stage))
-    # skip_completed=False: the stage clears its staging folder first, so an old completion means nothing
+    # skip_completed: run_tasks keeps datatrove's completion marks only for a resumed run of the same work
     if p.kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
         return LocalPipelineExecutor(pipeline, tasks=p.tasks, workers=p.workers, logging_dir=log_dir,
-                                     skip_completed=False)
+                                     skip_completed=p.skip_completed)
     if p.kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
@@ -121,14 +123,14 @@ def build(p: Executor, pipeline: list, stage: str, root: Path):
             pipeline, tasks=p.tasks, workers=p.workers, time=s.time, partition=s.partition,
             cpus_per_task=s.cpus_per_task, mem_per_cpu_gb=s.mem_per_cpu_gb, job_name=f"{s.job_name}-{stage}",
             qos=s.qos, env_command=s.env_command, sbatch_args=dict(s.sbatch_args), max_array_size=s.max_array_size,
-            logging_dir=log_dir, skip_completed=False, slurm_logs_folder=str(Path(log_dir) / "slurm_logs"),
+            logging_dir=log_dir, skip_completed=p.skip_completed, slurm_logs_folder=str(Path(log_dir) / "slurm_logs"),
             requeue_signals=None)
     if p.kind == "ray":
         from datatrove.executor.ray import RayPipelineExecutor
 
         r = p.ray
         return RayPipelineExecutor(pipeline, tasks=p.tasks, workers=p.workers, logging_dir=log_dir,
-                                   skip_completed=False, cpus_per_task=r.cpus_per_task, mem_per_cpu_gb=r.mem_per_cpu_gb)
+                                   skip_completed=p.skip_completed, cpus_per_task=r.cpus_per_task, mem_per_cpu_gb=r.mem_per_cpu_gb)
     raise ValueError(f"unknown executor kind {p.kind!r}")
 
 
@@ -165,22 +167,59 @@ def _start(ex, p: Executor) -> None:
         ex.run()
 
 
-def run_tasks(root: Path, p: Executor, stage: str, work: Callable[[int, int, Path], dict], out: Path) -> list[Path]:
-    """Run `work` for every rank on the configured executor; return the task folders in rank order."""
+RUN = "run.json"  # in the staging folder: the fingerprint of the work its task folders belong to
+
+
+def fingerprint(stage: str, p: Executor, work, **inputs) -> dict:
+    """What a finished task folder's result depends on: the stage, the number of tasks (they fix the row
+    ranges), the code of the work and of this module, and what the stage passes (its params, its input)."""
+    code = {Path(f).name: io.sha256_file(f) for f in sorted({inspect.getfile(type(work)), __file__})}
+    return json.loads(io.dumps_json({"stage": stage, "tasks": p.tasks, "code": code, **inputs}))
+
+
+def input_manifest(in_dir: Path) -> str:
+    """A document directory's identity: the sha256 of its manifest (which lists every shard's sha256)."""
+    return io.sha256_file(Path(in_dir) / io.MANIFEST)
+
+
+def _resumable(staging: Path, fp: dict) -> bool:
+    try:
+        return io.read_json(staging / RUN) == fp
+    except (OSError, ValueError):
+        return False
+
+
+def run_tasks(root: Path, p: Executor, stage: str, work: Callable[[int, int, Path], dict], out: Path,
+              inputs: Callable[[], dict] = dict) -> list[Path]:
+    """Run `work` for every rank on the configured executor; return the task folders in rank order.
+
+    With `skip_completed`, a staging folder left by a failed run of the same work (same fingerprint:
+    `inputs()` gives the stage's params and input identity) is resumed: its finished tasks are kept and
+    datatrove runs the others. Anything else starts from empty folders."""
     if p.kind == "ray":  # before any file is touched
         require_ray()
     elif p.kind == "slurm":
         require_sbatch()
-    staging = staging_dir(out)
-    for d in (staging, logging_dir(root, p, stage)):
-        shutil.rmtree(d, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging, log_dir = staging_dir(out), logging_dir(root, p, stage)
+    fp = fingerprint(stage, p, work, **inputs())
+    if p.skip_completed and _resumable(staging, fp):
+        done = {r for r in range(p.tasks) if (task_dir(staging, r) / TASK_RESULT).exists()}
+        for r in range(p.tasks):  # datatrove's marks must not claim a task whose folder is not there
+            mark = log_dir / "completions" / f"{r:05d}"
+            if r not in done and mark.exists():
+                mark.unlink()
+        print(f"[{stage}] resuming: {len(done)} of {p.tasks} tasks already finished in {staging}", file=sys.stderr)
+    else:
+        for d in (staging, log_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        staging.mkdir(parents=True)
+        io.write_json(staging / RUN, fp)
     ex = build(p, [TaskStep(work, staging)], stage, root)
     _start(ex, p)
     dirs = [task_dir(staging, r) for r in range(p.tasks)]
     missing = [d.name for d in dirs if not (d / TASK_RESULT).exists()]
     if missing:
-        raise ExecutorError(f"{stage}: tasks {missing} did not finish; see {logging_dir(root, p, stage)}/logs")
+        raise ExecutorError(f"{stage}: tasks {missing} did not finish; see {log_dir}/logs")
     return dirs
 
 
@@ -205,12 +244,17 @@ def merge_parts(dirs: list[Path], dest: Path) -> list[dict]:
     return entries
 
 
-def cleanup(out: Path) -> None:
+def cleanup(out: Path, p: Executor | None = None, failed: bool = False) -> None:
+    """Remove the staging folder; after a failure with `skip_completed`, keep it for the next run to resume."""
+    if failed and p is not None and p.skip_completed:
+        print(f"finished tasks kept in {staging_dir(out)}: rerun the stage to resume (executor.skip_completed)",
+              file=sys.stderr)
+        return
     shutil.rmtree(staging_dir(out), ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the sbatch script, without submitting
-STAGE_OUTPUTS = {"filter": "data/filtered"}  # stages whose work runs through the executor
+STAGE_OUTPUTS = {"ingest": "data/raw", "filter": "data/filtered", "dedup": "data/dedup"}  # stages whose work runs through the executor
 
 
 def sbatch_script(params: Params, stage: str, root: Path) -> str:

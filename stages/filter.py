@@ -352,13 +352,17 @@ def run(ctx: StageContext, chain: Chain | None = None) -> None:
         console.print(f"[filter] {PERPLEXITY_OFF}", markup=False)
     out = ctx.path(OUT)
     task = FilterTask(p, ctx.root, ctx.path(IN), ctx.params.ingest.rows_per_shard, chain)
+    inputs = lambda: {"filter": p.model_dump(mode="json"), "rows_per_shard": ctx.params.ingest.rows_per_shard,
+                      "input": executor.input_manifest(ctx.path(IN))}
+    failed = True
     try:
-        dirs = executor.run_tasks(ctx.root, ex, "filter", task, out)
+        dirs = executor.run_tasks(ctx.root, ex, "filter", task, out, inputs)
         ledger, per_source, by_check = merge(dirs, out)
+        failed = False
     except executor.ExecutorError as err:
         raise StageError(str(err)) from None
     finally:
-        executor.cleanup(out)
+        executor.cleanup(out, ex, failed)
     metrics = {**ledger.as_dict(), "engine": p.engine, "dropped_by_check": dict(sorted(by_check.items())),
                "perplexity": status,
                "per_source": {s: dict(sorted(c.items())) for s, c in sorted(per_source.items())}}

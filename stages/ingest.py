@@ -324,6 +324,17 @@ class IngestTask:
         return {"units": [start, end], "records": len(cols["unit"])}
 
 
+def unit_inputs(root: Path, prm, all_units: list[Unit]) -> dict:
+    """What a finished ingest task depends on besides the code (for executor.skip_completed): the data and
+    ingest params and each file's size and modification time (hashing terabytes to decide a resume is not
+    worth it; a rewritten file changes its mtime)."""
+    files = []
+    for _, fname in all_units:
+        st = None if fname.startswith("hf://") else (root / fname).stat()
+        files.append([fname, st and st.st_size, st and st.st_mtime_ns])
+    return {"data": prm.data.model_dump(mode="json"), "ingest": prm.ingest.model_dump(mode="json"), "files": files}
+
+
 def replay(dirs: list[Path], all_units: list[Unit], sources: list[Source], acc: Accounts) -> Iterator[dict]:
     """The tasks' records in rank order through Accounts: the kept documents, in corpus order."""
     import pyarrow.parquet as pq
@@ -349,15 +360,17 @@ def run(ctx: StageContext) -> None:
     acc = Accounts(sources, prm.ingest.max_docs_per_source)
     out = ctx.path(OUT)
     task = IngestTask(root, prm.ingest, sources, prm.data.languages, all_units)
+    failed = True
     try:
-        dirs = executor.run_tasks(root, ex, "ingest", task, out)
+        dirs = executor.run_tasks(root, ex, "ingest", task, out, lambda: unit_inputs(root, prm, all_units))
         docs = replay(dirs, all_units, sources, acc)
         io.write_corpus(out, ctx.progress(docs, None, "accounting"), prm.ingest.rows_per_shard,
                         "rejected.jsonl", acc.rejects, per_source=acc.per_source)
+        failed = False
     except executor.ExecutorError as err:
         raise StageError(str(err)) from None
     finally:
-        executor.cleanup(out)
+        executor.cleanup(out, ex, failed)
     ctx.write_metrics("metrics/ingest.json", acc.metrics())
     ctx.dataset(OUT, "output")
     tasks = f", {ex.tasks} tasks on {ex.kind}" if ex.tasks > 1 or ex.kind != "local" else ""

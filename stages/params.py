@@ -220,7 +220,7 @@ class RayExecutor(Strict):
 
 
 class Executor(Strict):
-    """Where the per-task work of the data stages (filter) runs: datatrove's Local/Slurm/Ray executors.
+    """Where the per-task work of the data stages (ingest, filter, dedup) runs: datatrove's Local/Slurm/Ray executors.
 
     The input rows are cut into `tasks` contiguous ranges; each task writes its own Parquet parts and records,
     and the stage merges them in task order. The documents, their order, the drop records and the metrics do not
@@ -231,6 +231,9 @@ class Executor(Strict):
     tasks: int = Field(default=1, gt=0)
     workers: int = Field(default=1, ge=-1)  # tasks run at once; -1: all of them
     logging_dir: str = "logs/datatrove"  # datatrove's logs, stats and completions, one folder per stage
+    # Resume: a run that fails keeps its finished tasks, and the next run of the same work (same stage, params,
+    # tasks and input: a fingerprint) runs only the others. Off: every run starts from nothing.
+    skip_completed: bool = False
     slurm: SlurmExecutor = SlurmExecutor()
     ray: RayExecutor = RayExecutor()
 

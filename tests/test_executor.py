@@ -167,6 +167,56 @@ def test_a_failing_task_fails_the_stage_and_leaves_nothing(make_ctx, tmp_path):
     assert not (tmp_path / "data/filtered").exists() and not (tmp_path / "data/.filtered.tasks").exists()
 
 
+# ---------------------------------------------------------------- resume (executor.skip_completed)
+@needs_lid
+def test_a_failed_run_resumes_from_its_finished_tasks_and_gives_the_uninterrupted_bytes(make_ctx, tmp_path, capfd):
+    """A task that fails (here: its input shard unreadable, as on a flaky filesystem) fails the stage; with
+    skip_completed the finished tasks are kept and the rerun of the same work runs only the others."""
+    keys = {"executor.tasks": 3, "executor.skip_completed": True, "ingest.rows_per_shard": 101}
+    outs = ("data/filtered", "metrics/filter.json")
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    ctx_whole = make_ctx("filter", sample_overrides(keys), root=whole)
+    ingest.run(ctx_whole)
+    assert [e["rows"] for e in io.read_json(whole / "data/raw/manifest.json")["files"]] == [101, 101, 101]
+    filt.run(ctx_whole)  # uninterrupted
+
+    root = tmp_path / "resumed"
+    shutil.copytree(whole / "data/raw", root / "data/raw")
+    ctx = make_ctx("filter", sample_overrides(keys), root=root)
+    shard = root / "data/raw/part-00001.parquet"  # task 1's rows exactly
+    good = shard.read_bytes()
+    shard.write_bytes(b"not parquet")
+    with pytest.raises(Exception, match="(?i)parquet"):
+        filt.run(ctx)
+    staging = root / "data/.filtered.tasks"
+    assert (staging / "task-00000" / executor.TASK_RESULT).exists()  # kept for the resume
+    assert not (staging / "task-00001").exists() and not (root / "data/filtered").exists()
+    done = {f.name: f.stat().st_ino for f in (staging / "task-00000").iterdir()}
+
+    shard.write_bytes(good)
+    capfd.readouterr()
+    filt.run(ctx)
+    assert "[filter] resuming: 1 of 3 tasks already finished" in capfd.readouterr().err
+    assert tree(root, *outs) == tree(whole, *outs)
+    # task 0 was not run again: its part is the very file the failed run wrote (renamed into place)
+    part0 = io.read_json(root / "data/filtered/manifest.json")["files"][0]["path"]
+    assert (root / "data/filtered" / part0).stat().st_ino == done["part-00000.parquet"]
+    assert not staging.exists()
+
+    # other work (a changed threshold) never reuses the kept tasks
+    shard.write_bytes(b"not parquet")
+    with pytest.raises(Exception, match="(?i)parquet"):
+        filt.run(ctx)
+    assert (staging / "task-00000" / executor.TASK_RESULT).exists()
+    shard.write_bytes(good)
+    changed = make_ctx("filter", sample_overrides({**keys, "filter.gopher_quality.min_doc_words": 51}), root=root)
+    capfd.readouterr()
+    filt.run(changed)
+    assert "resuming" not in capfd.readouterr().err
+    assert (root / "logs/datatrove/filter/completions/00000").exists()  # run again, not skipped
+
+
 # ---------------------------------------------------------------- Ray: a real code path, a clear message
 @pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
 def test_ray_without_ray_names_the_package(make_ctx, tmp_path):
