@@ -16,6 +16,11 @@ by hash too (and is never upsampled).
 
 The later phases get their own streams from the same train documents (stages/phase_mix.py):
 data/mixed/extension (newest web, long documents x10) and data/mixed/annealing (its own shares).
+
+Tokens: as in Lucie's data tables (tokens per dataset, before and after upsampling), metrics/mix.json counts
+tokens with the project's tokenizer (artifacts/tokenizer, trained before the mix, as Lucie's was trained on
+its own selection before the blend weights were computed): the text's tokens, without BOS/EOS, next to docs,
+words and chars, per language and per source; `token_share_*` are the language shares of tokens.
 """
 from __future__ import annotations
 
@@ -23,12 +28,14 @@ import hashlib
 import json
 import math
 from collections import defaultdict
+from pathlib import Path
 
 from . import io
 from .params import Mix
 from .runtime import StageContext, StageError, stage
 
 IN, OUT = "data/dedup", "data/mixed"  # OUT: train, valid, extension, annealing
+TOKENIZER = "artifacts/tokenizer/tokenizer.json"  # counts the tokens in metrics/mix.json
 
 
 def h64(*parts) -> int:
@@ -107,7 +114,8 @@ def words(doc: dict) -> int:
     return len(doc["text"].split())
 
 
-def stats(rows) -> dict:
+def stats(rows, tokens: dict[str, int]) -> dict:
+    """docs, words, chars and tokens by language and by source; `tokens`: document id -> its token count."""
     out: dict[str, dict] = {"by_lang": defaultdict(lambda: defaultdict(int)), "by_source": defaultdict(lambda: defaultdict(int))}
     for d in rows:
         words, chars = len(d["text"].split()), len(d["text"])
@@ -116,12 +124,29 @@ def stats(rows) -> dict:
             s["docs"] += 1
             s["words"] += words
             s["chars"] += chars
+            s["tokens"] += tokens[d["id"]]
     return {k: {n: dict(v) for n, v in sorted(d.items())} for k, d in out.items()}
 
 
-def shares(st: dict) -> dict:
-    total = sum(v["words"] for v in st["by_lang"].values()) or 1
-    return {lang: round(v["words"] / total, 4) for lang, v in st["by_lang"].items()}
+def shares(st: dict, unit: str = "words") -> dict:
+    total = sum(v[unit] for v in st["by_lang"].values()) or 1
+    return {lang: round(v[unit] / total, 4) for lang, v in st["by_lang"].items()}
+
+
+def count_tokens(path: Path, docs: list[dict], batch: int = 256) -> dict[str, int]:
+    """Each document's token count (text only, no BOS/EOS) with the tokenizer at `path`."""
+    from tokenizers import Tokenizer
+
+    if not path.exists():
+        raise StageError(f"mix counts tokens with {TOKENIZER}, which is missing: run the tokenizer stage first "
+                         f"(`dvc repro tokenizer`)")
+    tok = Tokenizer.from_file(str(path))
+    out = {}
+    for i in range(0, len(docs), batch):
+        part = docs[i : i + batch]
+        for d, enc in zip(part, tok.encode_batch([d["text"] for d in part], add_special_tokens=False)):
+            out[d["id"]] = len(enc.ids)
+    return out
 
 
 def run(ctx: StageContext) -> None:
@@ -137,6 +162,7 @@ def run(ctx: StageContext) -> None:
                          f"{sorted(f'{l}--{c}' for l, c in present)}")
     stream = schedule(train, p, seed, p.chronological)
     phases = phase_streams(ctx.params, train)
+    tokens = count_tokens(ctx.path(TOKENIZER), docs)
 
     def rows(stream):
         for d, epoch in stream:
@@ -150,16 +176,19 @@ def run(ctx: StageContext) -> None:
                             *((name, rows(s)) for name, s in phases.items())):
             (tmp / name).mkdir()
             io.write_manifest(tmp / name, io.write_docs(tmp / name, docs_, rps))
-    before, after = stats(train), stats(d for d, _ in stream)
+    before, after = stats(train, tokens), stats((d for d, _ in stream), tokens)
     metrics = {
         "docs_in": len(docs), "train_docs": len(train), "valid_docs": len(valid),
-        "train_stream_docs": len(stream),
+        "train_stream_docs": len(stream), "train_stream_tokens": sum(tokens[d["id"]] for d, _ in stream),
+        "valid_tokens": sum(tokens[d["id"]] for d in valid),
         "before_upsampling": before, "after_upsampling": after,
         "lang_share_before": shares(before), "lang_share_after": shares(after),
+        "token_share_before": shares(before, "tokens"), "token_share_after": shares(after, "tokens"),
     }
     for name, s in phases.items():  # the same figures for each later phase's stream
-        st = stats(d for d, _ in s)
-        metrics[name] = {"stream_docs": len(s), **st, "lang_share": shares(st) if s else {}}
+        st = stats((d for d, _ in s), tokens)
+        metrics[name] = {"stream_docs": len(s), **st, "lang_share": shares(st) if s else {},
+                         "token_share": shares(st, "tokens") if s else {}}
     if ctx.params.extension is not None and ctx.params.extension.enabled:
         limit = ctx.params.extension.long_doc_min_words
         long_words = sum(words(d) for d, _ in phases["extension"] if words(d) >= limit)

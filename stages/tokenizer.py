@@ -9,6 +9,11 @@ tabs are isolated, so numbers and code tokenise predictably and a chat turn's he
 tokens live in the vocabulary (not as "added tokens") so that decoding with
 skip_special_tokens keeps them, as in Lucie's file.
 
+Training data: the deduplicated documents of the train split (mix's hash split, so the held-out documents
+are never seen), each once, before any upsampling: Lucie's tokenizer was trained on its own selection of the
+corpus before the blend weights were set, and those weights are in tokens, so the mix stage counts its tokens
+with this tokenizer (dvc.yaml: dedup -> tokenizer -> mix).
+
 Fertility (tokens per whitespace word) per language goes to metrics/tokenizer.json; it is
 the number Lucie's authors report (fr 1.74, en 1.70, de 2.02, es 1.72, it 1.88 on Wikipedia).
 """
@@ -20,10 +25,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import io
-from .mix import h64
+from .mix import h64, is_valid
 from .runtime import StageContext, stage
 
-IN, OUT = "data/mixed/train", "artifacts/tokenizer"
+IN, OUT = "data/dedup", "artifacts/tokenizer"
 SPECIAL = ["<s>", "</s>", "<unk>", "<pad>"]
 BYTES = [f"<0x{i:02X}>" for i in range(256)]
 RESERVED = [f"<unused{i}>" for i in range(40)]  # ids 260..299; align renames 265-267 (stages.align.CHAT_TOKENS)
@@ -84,12 +89,9 @@ def run(ctx: StageContext) -> None:
     from tokenizers import Tokenizer
 
     p = ctx.params.tokenizer
-    seen, docs = set(), []
-    for d in io.read_docs(ctx.path(IN)):  # the upsampled stream repeats documents: train on each once
-        if d["id"] not in seen:
-            seen.add(d["id"])
-            docs.append(d)
-    docs.sort(key=lambda d: d["id"])
+    seed, held_out = ctx.params.seed, ctx.params.mix.valid_fraction
+    docs = sorted((d for d in io.read_docs(ctx.path(IN)) if not is_valid(seed, d["id"], held_out)),
+                  key=lambda d: d["id"])
     with io.atomic_dir(ctx.path(OUT)) as tmp:
         if p.from_file:
             src = ctx.path(p.from_file)

@@ -14,6 +14,7 @@ import pytest
 
 from stages import io, mix, tokenize, tokenizer
 from stages.params import Mix
+from stages.runtime import StageError
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = PROJECT / "data" / "sample" / "text"
@@ -116,6 +117,9 @@ def test_mix_run_splits_are_disjoint(make_ctx, tmp_path):
     io.write_manifest(d, io.write_docs(d, docs))
     ctx = make_ctx("mix", {"mix.valid_fraction": 0.25, "mix.weights": {"en--web": 2, "fr--wiki": 1}, "mix.default_epochs": 1,
                            "annealing.weights": {"fr--wiki": 1, "code--programming": 1}})
+    with pytest.raises(StageError, match="run the tokenizer stage first"):
+        mix.run(ctx)
+    tokenizer.run(ctx)  # trained on the train split of data/dedup, before the mix
     mix.run(ctx)
 
     train = list(io.read_docs(tmp_path / "data/mixed/train"))
@@ -134,6 +138,17 @@ def test_mix_run_splits_are_disjoint(make_ctx, tmp_path):
     m = io.read_json(tmp_path / "metrics/mix.json")
     assert m["train_docs"] + m["valid_docs"] == m["docs_in"] == len(docs)
     assert m["train_stream_docs"] == len(train)
+    # tokens, as Lucie's tables count them: the text's tokens (no BOS/EOS) with the trained tokenizer
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tmp_path / "artifacts/tokenizer/tokenizer.json"))
+    n = {x["id"]: len(tok.encode(x["text"], add_special_tokens=False).ids) for x in docs}
+    for stage_rows, key in ((train, "after_upsampling"), ([x for x in docs if x["id"] in train_ids], "before_upsampling")):
+        for lang in {x["lang"] for x in stage_rows}:
+            assert m[key]["by_lang"][lang]["tokens"] == sum(n[x["id"]] for x in stage_rows if x["lang"] == lang)
+    assert m["train_stream_tokens"] == sum(n[x["id"]] for x in train)
+    assert m["after_upsampling"]["by_lang"]["en"]["tokens"] > m["before_upsampling"]["by_lang"]["en"]["tokens"]  # 2 epochs
+    assert sum(m["token_share_after"].values()) == pytest.approx(1, abs=1e-3)
     # The later phases' streams hold train documents only (tests/test_phases.py checks their weights).
     for phase in ("extension", "annealing"):
         rows = list(io.read_docs(tmp_path / "data/mixed" / phase))

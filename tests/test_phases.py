@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pretrain_data import make_repo, sample_docs, write_tokens
-from stages import mix, phase_mix, revisions, tracking
+from stages import mix, phase_mix, revisions, tokenizer, tracking
 from stages import pretrain as pt
 from stages.params import Annealing, Extension, Mix, load
 from stages.runtime import StageContext, StageError
@@ -127,6 +127,7 @@ def test_mix_stage_writes_the_phase_streams_and_their_metrics(make_ctx, tmp_path
     io.write_manifest(d, io.write_docs(d, rows))
     ctx = make_ctx("mix", {"mix.weights": {"en--web": 1, "en--wiki": 1, "fr--wiki": 1}, "mix.valid_fraction": 0.0,
                            "annealing.weights": {"en--wiki": 1, "fr--wiki": 1}})
+    tokenizer.run(ctx)
     mix.run(ctx)
     out = {s: list(io.read_docs(tmp_path / "data/mixed" / s)) for s in ("train", "extension", "annealing")}
     assert {mix.year(r) for r in out["extension"] if r["category"] == "web"} == {2023}
