@@ -12,11 +12,14 @@ The contract that keeps the output independent of how many processes ran it:
     (`data/.<out>.tasks/task-NNNNN`, renamed into place only when complete);
   - the stage then merges in the main process, in rank order: parts are renamed (never rewritten) into
     part-00000, part-00001, ... of the usual output folder, records are concatenated, counters summed.
-So `workers` (how many tasks run at once, and where) never changes a byte. `tasks` changes where shards
-end (each task closes its last shard), not the documents, their order, the records or the metrics; with
-tasks: 1 the output is the one a single loop writes.
+So `workers` (how many tasks run at once, and where) never changes a byte. For filter, whose parts are the
+output, `tasks` changes where shards end (each task closes its last shard), not the documents, their order,
+the records or the metrics; ingest and dedup write their output after the merge, the same for any `tasks`.
 
-    python -m stages.executor --sbatch filter     # the sbatch script SlurmPipelineExecutor would submit
+Resume (`executor.skip_completed`): the staging folder carries a fingerprint of the work (stage, tasks, code,
+params, input); a failed run keeps it, and a rerun of the same work runs only the unfinished tasks.
+
+    python -m stages.executor --sbatch filter     # the sbatch script SlurmPipelineExecutor would submit (or ingest, dedup)
 """
 from __future__ import annotations
 

@@ -222,10 +222,10 @@ class RayExecutor(Strict):
 class Executor(Strict):
     """Where the per-task work of the data stages (ingest, filter, dedup) runs: datatrove's Local/Slurm/Ray executors.
 
-    The input rows are cut into `tasks` contiguous ranges; each task writes its own Parquet parts and records,
-    and the stage merges them in task order. The documents, their order, the drop records and the metrics do not
-    depend on `tasks` or `workers`; the Parquet shard boundaries do depend on `tasks` (each task ends its last
-    shard), so `tasks` is part of the output contract and `workers` is not.
+    The input (files for ingest, rows for filter and dedup) is cut into `tasks` contiguous ranges; each task
+    writes its own results, and the stage merges them in task order. The documents, their order, the drop
+    records and the metrics do not depend on `tasks` or `workers`; filter's Parquet shard boundaries do depend
+    on `tasks` (each task ends its last shard), so `tasks` is part of filter's output contract; `workers` never is.
     """
     kind: Literal["local", "slurm", "ray"] = "local"
     tasks: int = Field(default=1, gt=0)

@@ -158,7 +158,7 @@ def write_dataset(ctx: StageContext, out: Path, metrics: dict) -> dict:
     return {"docs": len(rows), "licenses": sorted({r["license"] for r in rows})}
 
 
-UPSTREAM = ("ingest", "filter", "dedup", "mix", "tokenizer", "tokenize", "pretrain", "extend", "anneal", "align",
+UPSTREAM = ("ingest", "filter", "dedup", "tokenizer", "mix", "tokenize", "pretrain", "extend", "anneal", "align",
             "evaluate")
 
 

@@ -18,9 +18,9 @@ from repo_copy import env, make_copy, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["ingest", "filter", "dedup", "mix", "tokenizer", "tokenize", "pretrain", "extend", "anneal", "align", "evaluate",
+STAGES = ["ingest", "filter", "dedup", "tokenizer", "mix", "tokenize", "pretrain", "extend", "anneal", "align", "evaluate",
           "release", "publish"]
-DATA_STAGES = ["ingest", "filter", "dedup", "mix", "tokenizer", "tokenize"]
+DATA_STAGES = ["ingest", "filter", "dedup", "tokenizer", "mix", "tokenize"]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,10 @@ def test_every_record_accounted_for(repo):
     assert metrics(root, "dedup")["read"] == metrics(root, "filter")["kept"]
     mix = metrics(root, "mix")
     assert mix["train_docs"] + mix["valid_docs"] == metrics(root, "dedup")["kept"]
+    # mix counts the stream's text tokens with the tokenizer; tokenize packs them plus one EOS per document
+    tok = metrics(root, "tokenize")["train"]
+    assert mix["train_stream_docs"] == tok["docs"] and mix["train_stream_tokens"] + tok["docs"] == tok["tokens"]
+    assert sum(v["tokens"] for v in mix["after_upsampling"]["by_source"].values()) == mix["train_stream_tokens"]
 
 
 def test_planted_noise_is_caught_where_the_manifest_says(repo):
