@@ -160,9 +160,9 @@ def run(ctx: StageContext) -> None:
     if unmatched:  # a typo would silently fall back to default_epochs
         raise StageError(f"mix weights match no document group: {unmatched}; groups here: "
                          f"{sorted(f'{l}--{c}' for l, c in present)}")
-    stream = schedule(train, p, seed, p.chronological)
-    phases = phase_streams(ctx.params, train)
     tokens = count_tokens(ctx.path(TOKENIZER), docs)
+    stream = schedule(train, p, seed, p.chronological)
+    phases = phase_streams(ctx.params, train, lambda d: tokens[d["id"]])
 
     def rows(stream):
         for d, epoch in stream:
@@ -190,10 +190,9 @@ def run(ctx: StageContext) -> None:
         metrics[name] = {"stream_docs": len(s), **st, "lang_share": shares(st) if s else {},
                          "token_share": shares(st, "tokens") if s else {}}
     if ctx.params.extension is not None and ctx.params.extension.enabled:
-        limit = ctx.params.extension.long_doc_min_words
-        long_words = sum(words(d) for d, _ in phases["extension"] if words(d) >= limit)
-        total = sum(words(d) for d, _ in phases["extension"]) or 1
-        metrics["extension"]["long_doc_word_share"] = round(long_words / total, 4)
+        limit = ctx.params.extension.long_doc_min_tokens
+        n = [tokens[d["id"]] for d, _ in phases["extension"]]
+        metrics["extension"]["long_doc_token_share"] = round(sum(x for x in n if x >= limit) / (sum(n) or 1), 4)
     ctx.write_metrics("metrics/mix.json", metrics)
     ctx.dataset(OUT + "/train", "output")
     extra = "".join(f", {name} {len(s)}" for name, s in phases.items())
@@ -204,8 +203,9 @@ def run(ctx: StageContext) -> None:
 PHASES = ("extension", "annealing")
 
 
-def phase_streams(params, train: list[dict]) -> dict[str, list[tuple[dict, int]]]:
-    """The extension and annealing streams (empty for a phase that is absent or disabled: the DAG stays fixed)."""
+def phase_streams(params, train: list[dict], size) -> dict[str, list[tuple[dict, int]]]:
+    """The extension and annealing streams (empty for a phase that is absent or disabled: the DAG stays fixed);
+    `size(doc)`: its tokens, the unit of the phases' weights and long-document threshold."""
     from .phase_mix import annealing_groups, extension_groups
 
     out = {}
@@ -214,8 +214,8 @@ def phase_streams(params, train: list[dict]) -> dict[str, list[tuple[dict, int]]
         if cfg is None or not cfg.enabled:
             out[name] = []
             continue
-        groups = (extension_groups(train, params.mix, cfg) if name == "extension"
-                  else annealing_groups(train, cfg))
+        groups = (extension_groups(train, params.mix, cfg, size) if name == "extension"
+                  else annealing_groups(train, cfg, size))
         out[name] = blend(groups, params.seed, params.mix.chronological, phase=name)
     return out
 

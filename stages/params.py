@@ -468,15 +468,15 @@ class Extension(PhaseTrain):
     """Context extension (Lucie §1.6): the main mix, web restricted to each language's newest year (its weight
     moved there), long documents up-weighted inside each source group."""
     schedule: Literal["cosine", "linear", "constant"] = "constant"  # Lucie: 2e-5 constant, no warmup
-    # Length is counted in whitespace words at mix time: the tokenizer is trained on the mix's output, so no
-    # token count exists yet. Lucie split at 4,096 tokens; with its 1.707 tokens/word (§1.1) that is ~2,400 words.
-    long_doc_min_words: int = Field(gt=0)
+    # Lucie split its data at 4,096 tokens (dataset_split_short_long_docs.py --tokens_split 4096); mix counts
+    # tokens with the project's tokenizer, trained before the mix.
+    long_doc_min_tokens: int = Field(gt=0)
     long_doc_weight: float = Field(default=10.0, ge=1)  # prop_short = short / (short + 10 long)
     recent_web: bool = True
 
 
 class Annealing(PhaseTrain):
-    """Annealing (Lucie §1.7, "mix 6"): its own mix, '<lang>--<category>' -> share of the phase's words."""
+    """Annealing (Lucie §1.7, "mix 6"): its own mix, '<lang>--<category>' -> share of the phase's tokens."""
     schedule: Literal["cosine", "linear", "constant"] = "linear"  # Lucie: 3e-5 -> 0 linear
     weights: dict[str, float] = Field(min_length=1)
 

@@ -30,8 +30,13 @@ def doc(id_, lang="en", category="web", source="s", date="2020-01-01", n_words=1
             "license": "CC0-1.0", "url": "", "date": date, "meta": "{}"}
 
 
+# The phase mixes weigh documents by a size the stage gives in tokens; these tests count words (the weighting
+# logic does not depend on the unit, and word counts keep the expected numbers readable).
+SIZE = mix.words
+
+
 def ext(**kw) -> Extension:
-    return Extension(**{"steps": 1, "seq_len": 64, "lr": 1e-4, "micro_batch_size": 1, "long_doc_min_words": 200, **kw})
+    return Extension(**{"steps": 1, "seq_len": 64, "lr": 1e-4, "micro_batch_size": 1, "long_doc_min_tokens": 200, **kw})
 
 
 def counts(stream) -> Counter:
@@ -51,7 +56,7 @@ def test_recent_web_keeps_each_languages_newest_year_with_its_whole_web_weight()
             + [doc(f"wiki{i}", category="wiki", date="2010-01-01") for i in range(3)])
     p = Mix(weights={"en--web": 1, "fr--web": 1, "en--wiki": 2})
     main = mix.schedule(docs, p, 1, True)
-    stream = mix.blend(phase_mix.extension_groups(docs, p, ext()), 1, True, phase="extension")
+    stream = mix.blend(phase_mix.extension_groups(docs, p, ext(), SIZE), 1, True, phase="extension")
     web = {(d["lang"], mix.year(d)) for d, _ in stream if d["category"] == "web"}
     assert web == {("en", 2022), ("fr", 2023)}
     c = counts(stream)
@@ -61,7 +66,7 @@ def test_recent_web_keeps_each_languages_newest_year_with_its_whole_web_weight()
         sel = lambda d: d["lang"] == lang and d["category"] == "web"  # noqa: E731
         assert weight(stream, sel) == weight(main, sel)
     assert all(c[f"wiki{i}"] == 2 for i in range(3))  # other categories: every year, main-phase epochs
-    off = mix.blend(phase_mix.extension_groups(docs, p, ext(recent_web=False)), 1, True, phase="extension")
+    off = mix.blend(phase_mix.extension_groups(docs, p, ext(recent_web=False), SIZE), 1, True, phase="extension")
     assert {mix.year(d) for d, _ in off if d["lang"] == "en" and d["category"] == "web"} == {2020, 2021, 2022}
 
 
@@ -70,7 +75,7 @@ def test_long_documents_weigh_ten_times_the_short_ones_inside_a_source_group():
     # Extension: short / (short + 10 long) = 900 / 3,900 of the group -> each short doc once, the long one 10 times.
     docs = [doc(f"s{i}", category="wiki") for i in range(9)] + [doc("long", category="wiki", n_words=300)]
     p = Mix(weights={"en--wiki": 3.25})
-    stream = mix.blend(phase_mix.extension_groups(docs, p, ext(long_doc_min_words=200)), 7, True, phase="extension")
+    stream = mix.blend(phase_mix.extension_groups(docs, p, ext(long_doc_min_tokens=200), SIZE), 7, True, phase="extension")
     c = counts(stream)
     assert c["long"] == 10 and all(c[f"s{i}"] == 1 for i in range(9))
     assert weight(stream) == 3.25 * (900 + 300)  # the group keeps its main-phase words x epochs
@@ -79,7 +84,7 @@ def test_long_documents_weigh_ten_times_the_short_ones_inside_a_source_group():
     assert long_words / short_words == pytest.approx(10)  # per word of each class, measured on the stream
     # Weighting is per source group: another source's documents do not change this group's weights.
     more = docs + [doc(f"o{i}", category="wiki", source="other", n_words=500) for i in range(3)]
-    again = counts(mix.blend(phase_mix.extension_groups(more, p, ext(long_doc_min_words=200)), 7, True, "extension"))
+    again = counts(mix.blend(phase_mix.extension_groups(more, p, ext(long_doc_min_tokens=200), SIZE), 7, True, "extension"))
     assert again["long"] == 10 and again["s0"] == 1
     assert sum(again[f"o{i}"] for i in range(3)) == 3 * 3 + round(0.25 * 3)  # all long: its 3.25 epochs, unchanged
 
@@ -87,11 +92,11 @@ def test_long_documents_weigh_ten_times_the_short_ones_inside_a_source_group():
 def test_phase_streams_have_their_own_order_and_depend_only_on_the_documents():
     docs = [doc(f"d{i:02d}", category="wiki", date=f"{2010 + i % 5}-01-01") for i in range(20)]
     p = Mix(weights={"en--wiki": 2})
-    groups = phase_mix.extension_groups(docs, p, ext(long_doc_min_words=1000))
+    groups = phase_mix.extension_groups(docs, p, ext(long_doc_min_tokens=1000), SIZE)
     a = [(d["id"], e) for d, e in mix.blend(groups, 3, False, phase="extension")]
     shuffled = docs[:]
     random.Random(0).shuffle(shuffled)
-    b = [(d["id"], e) for d, e in mix.blend(phase_mix.extension_groups(shuffled, p, ext(long_doc_min_words=1000)),
+    b = [(d["id"], e) for d, e in mix.blend(phase_mix.extension_groups(shuffled, p, ext(long_doc_min_tokens=1000), SIZE),
                                             3, False, phase="extension")]
     main = [(d["id"], e) for d, e in mix.schedule(docs, p, 3, False)]
     assert a == b and sorted(a) == sorted(main) and a != main
@@ -105,7 +110,7 @@ def test_annealing_shares_are_the_params_and_no_document_repeats():
             + [doc(f"x{i}", category="web", n_words=100) for i in range(50)])  # not in the weights: left out
     ann = Annealing(steps=1, seq_len=64, lr=1e-4, micro_batch_size=1,
                     weights={"code--programming": 3, "en--wiki": 1, "fr--book": 1})  # shares: 0.6, 0.2, 0.2
-    stream = mix.blend(phase_mix.annealing_groups(docs, ann), 1, True, phase="annealing")
+    stream = mix.blend(phase_mix.annealing_groups(docs, ann, SIZE), 1, True, phase="annealing")
     c = counts(stream)
     assert max(c.values()) == 1 and not any(k.startswith("x") for k in c)
     assert all(c[f"w{i}"] == 1 for i in range(10))  # the scarcest group (words / share) is used exactly once
@@ -113,7 +118,7 @@ def test_annealing_shares_are_the_params_and_no_document_repeats():
     shares = {k: weight(stream, lambda d, k=k: d["id"][0] == k) / total for k in "cwb"}
     assert shares == pytest.approx({"c": 0.6, "w": 0.2, "b": 0.2}, abs=0.01)
     with pytest.raises(StageError, match="en--math"):
-        phase_mix.annealing_groups(docs, ann.model_copy(update={"weights": {"en--math": 1, "en--wiki": 1}}))
+        phase_mix.annealing_groups(docs, ann.model_copy(update={"weights": {"en--math": 1, "en--wiki": 1}}), SIZE)
 
 
 def test_mix_stage_writes_the_phase_streams_and_their_metrics(make_ctx, tmp_path):
@@ -125,16 +130,23 @@ def test_mix_stage_writes_the_phase_streams_and_their_metrics(make_ctx, tmp_path
     d = tmp_path / "data/dedup"
     d.mkdir(parents=True)
     io.write_manifest(d, io.write_docs(d, rows))
-    ctx = make_ctx("mix", {"mix.weights": {"en--web": 1, "en--wiki": 1, "fr--wiki": 1}, "mix.valid_fraction": 0.0,
-                           "annealing.weights": {"en--wiki": 1, "fr--wiki": 1}})
-    tokenizer.run(ctx)
+    keys = {"mix.weights": {"en--web": 1, "en--wiki": 1, "fr--wiki": 1}, "mix.valid_fraction": 0.0,
+            "annealing.weights": {"en--wiki": 1, "fr--wiki": 1}}
+    tokenizer.run(make_ctx("tokenizer", keys))
+    # "long" between the shortest and the longest 2023 web document, in the trained tokenizer's tokens
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tmp_path / "artifacts/tokenizer/tokenizer.json"))
+    n = sorted(len(tok.encode(r["text"], add_special_tokens=False).ids) for r in rows if r["id"].startswith("en-web-2023"))
+    assert n[0] < n[-1]
+    ctx = make_ctx("mix", {**keys, "extension.long_doc_min_tokens": n[-1]})
     mix.run(ctx)
     out = {s: list(io.read_docs(tmp_path / "data/mixed" / s)) for s in ("train", "extension", "annealing")}
     assert {mix.year(r) for r in out["extension"] if r["category"] == "web"} == {2023}
     m = io.read_json(tmp_path / "metrics/mix.json")
     assert m["extension"]["stream_docs"] == len(out["extension"]) and m["annealing"]["stream_docs"] == len(out["annealing"])
-    assert m["annealing"]["lang_share"] == pytest.approx({"en": 0.5, "fr": 0.5}, abs=0.05)
-    assert 0 < m["extension"]["long_doc_word_share"] < 1 and set(m["extension"]["by_source"]) == {"s"}
+    assert m["annealing"]["token_share"] == pytest.approx({"en": 0.5, "fr": 0.5}, abs=0.05)
+    assert 0 < m["extension"]["long_doc_token_share"] < 1 and set(m["extension"]["by_source"]) == {"s"}
     mix.run(make_ctx("mix", {"mix.weights": {"en--web": 1, "en--wiki": 1, "fr--wiki": 1}, "mix.valid_fraction": 0.0,
                              "annealing.weights": {"en--wiki": 1, "fr--wiki": 1}, "extension.enabled": False}))
     assert list(io.read_docs(tmp_path / "data/mixed/extension")) == []  # disabled: an empty stream, same layout
@@ -161,7 +173,7 @@ def trained(tmp_path_factory):
     from tokenizers import Tokenizer
 
     root = make_repo(tmp_path_factory.mktemp("phases") / "repo", {
-        "extension": {**PHASE, "lr": 2e-4, "long_doc_min_words": 250},
+        "extension": {**PHASE, "lr": 2e-4, "long_doc_min_tokens": 600},
         "annealing": {**PHASE, "lr": 3e-4, "schedule": "linear", "weights": {"en--web": 1}}})
     tok = Tokenizer.from_file(str(root / "artifacts/tokenizer/tokenizer.json"))
     docs = sample_docs("en") + sample_docs("fr")
