@@ -32,7 +32,7 @@ from pathlib import Path
 
 from . import io
 from .params import Mix
-from .runtime import StageContext, StageError, stage
+from .runtime import StageContext, StageError, stage, tokenizer_threads
 
 IN, OUT = "data/dedup", "data/mixed"  # OUT: train, valid, extension, annealing
 TOKENIZER = "artifacts/tokenizer/tokenizer.json"  # counts the tokens in metrics/mix.json
@@ -142,10 +142,11 @@ def count_tokens(path: Path, docs: list[dict], batch: int = 256) -> dict[str, in
                          f"(`dvc repro tokenizer`)")
     tok = Tokenizer.from_file(str(path))
     out = {}
-    for i in range(0, len(docs), batch):
-        part = docs[i : i + batch]
-        for d, enc in zip(part, tok.encode_batch([d["text"] for d in part], add_special_tokens=False)):
-            out[d["id"]] = len(enc.ids)
+    with tokenizer_threads():
+        for i in range(0, len(docs), batch):
+            part = docs[i : i + batch]
+            for d, enc in zip(part, tok.encode_batch([d["text"] for d in part], add_special_tokens=False)):
+                out[d["id"]] = len(enc.ids)
     return out
 
 

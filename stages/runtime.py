@@ -148,6 +148,22 @@ def quiet_libraries() -> None:
 
 
 @contextlib.contextmanager
+def tokenizer_threads() -> Iterator[None]:
+    """Let HF tokenizers' encode_batch use its thread pool inside the block (quiet_libraries turns it off: the
+    library warns, and disables it, when a process forks after using it). For stages that fork nothing while
+    encoding (mix, tokenize): the same ids, ~1.7x faster on 2 cores."""
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
+
+
+@contextlib.contextmanager
 def stage(name: str) -> Iterator[StageContext]:
     t0 = time.perf_counter()
     quiet_libraries()

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from . import io
 from .mix import PHASES
-from .runtime import StageContext, stage
+from .runtime import StageContext, stage, tokenizer_threads
 
 IN, TOK, OUT = "data/mixed", "artifacts/tokenizer", "data/tokens"
 INDEX_SCHEMA = pa.schema([
@@ -110,7 +110,7 @@ def run(ctx: StageContext) -> None:
         cfg = getattr(ctx.params, name)
         seq = cfg.seq_len if cfg is not None else p.seq_len
         jobs += [(f"{name}/train", name, seq), (f"{name}/valid", "valid", seq)]
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
+    with io.atomic_dir(ctx.path(OUT)) as tmp, tokenizer_threads():
         for split, source, seq_len in jobs:
             (tmp / split).mkdir(parents=True)
             src = ctx.path(IN) / source

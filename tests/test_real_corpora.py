@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import dedup, filter as filt, ingest, io, params
+from stages import dedup, filter as filt, ingest, io, mix, params, tokenizer
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -41,7 +41,7 @@ def test_ingest_filter_dedup_on_a_slice(make_ctx, tmp_path):
     sources = raw["data"]["sources"]
     for s in sources:  # the recipe's paths are relative to the repo root; this run is rooted in tmp_path
         s["path"] = str(SHARED / Path(s["path"]).name)
-    ov = {"data": {**raw["data"], "sources": sources}, "ingest.max_docs_per_source": PER_SOURCE,
+    ov = {**raw, "data": {**raw["data"], "sources": sources}, "ingest.max_docs_per_source": PER_SOURCE,
           "filter.language.model": str(LID)}
     ctx = make_ctx("real", ov)
 
@@ -82,3 +82,12 @@ def test_ingest_filter_dedup_on_a_slice(make_ctx, tmp_path):
     check_ledger(m_d)
     assert m_d["read"] == m_f["kept"]
     assert {d["lang"] for d in io.read_docs(tmp_path / "data/dedup")} == {"en", "fr", "de", "es", "it", "code", "math"}
+
+    # the recipe's mix and annealing weights match these corpora's groups (mix refuses a key that matches nothing)
+    tokenizer.run(ctx)
+    mix.run(ctx)
+    m_m = io.read_json(tmp_path / "metrics/mix.json")
+    assert m_m["train_docs"] + m_m["valid_docs"] == m_d["kept"]
+    assert set(m_m["after_upsampling"]["by_source"]) == {s["name"] for s in sources}
+    assert set(m_m["annealing"]["token_share"]) == {"math", "code", "en", "fr", "de", "es", "it"}
+    assert m_m["annealing"]["token_share"]["math"] == pytest.approx(0.5, abs=0.05)  # Lucie's mix 6: math 50 %
