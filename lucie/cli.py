@@ -129,6 +129,14 @@ def verify(stages: Optional[list[str]] = typer.Argument(None, help="These stages
     raise typer.Exit(main(stages, root, keep_scratch, out, scratch))
 
 
+@app.command("check-data")
+def check_data(dirs: list[Path] = typer.Argument(..., help="Document directories (data/raw, data/dedup, data/mixed/train...).")):
+    """Check each directory against its manifest.json: every shard present, its sha256 and rows as listed, none extra."""
+    from lucie.check_data import main
+
+    raise typer.Exit(main(dirs))
+
+
 from lucie import publish_cmd  # noqa: E402  (`lucie publish`: plan by default, --yes pushes)
 
 app.command("publish")(publish_cmd.publish)
