@@ -454,3 +454,54 @@ def test_only_temp_outputs_of_dead_processes_on_this_host_are_removed(tmp_path):
         (tmp / "x").write_text("x")
     assert not stale.exists() and live.exists() and remote.exists()
     assert sorted(p.name for p in out.iterdir()) == ["x"]
+
+
+def test_a_killed_run_with_skip_completed_resumes_and_gives_the_uninterrupted_bytes(tmp_path):
+    """A preempted job (SIGKILL, no cleanup) with executor.skip_completed: the rerun keeps the finished tasks."""
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    from repo_copy import BIN, PROJECT, env
+
+    corpus = _generated_corpus(24_000)
+    lines = corpus.splitlines(keepends=True)
+    e = env(tmp_path, PYTHONPATH=str(PROJECT))
+    e.pop("DVC_ROOT", None)
+    cmd = [str(BIN / "python"), "-m", "stages.ingest"]
+
+    def repo(root):
+        _repo_dir(root, b"")
+        (root / "in" / "gen.jsonl").unlink()
+        for k in range(4):  # four files: one per task
+            (root / "in" / f"gen-{k}.jsonl").write_bytes(b"".join(lines[k::4]))
+        prm = yaml.safe_load((root / "params.yaml").read_text())
+        prm["executor"].update(tasks=4, skip_completed=True)
+        (root / "params.yaml").write_text(yaml.safe_dump(prm))
+
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    for root in (ref, killed):
+        repo(root)
+    assert subprocess.run(cmd, cwd=ref, env=e, capture_output=True, timeout=300).returncode == 0
+
+    proc = subprocess.Popen(cmd, cwd=killed, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while not (killed / "data/.raw.tasks/task-00001/task.json").exists():
+            assert proc.poll() is None, "the stage ended before it could be killed (make the input bigger)"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not (killed / "data/raw").exists()
+    done = sorted(p.parent.name for p in (killed / "data/.raw.tasks").glob("task-*/task.json"))
+    assert "task-00000" in done and len(done) < 4
+
+    rerun = subprocess.run(cmd, cwd=killed, env=e, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"[ingest] resuming: {len(done)} of 4 tasks already finished" in rerun.stderr
+    assert _outputs(killed) == _outputs(ref)
+    assert not (killed / "data/.raw.tasks").exists()
