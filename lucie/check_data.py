@@ -5,23 +5,14 @@ total rows (docs/DATA.md). The manifest is the small thing to keep, publish or t
 shard); this command is the other half of that contract, for auditors and for shards kept in object storage or
 copied between machines: each listed shard must exist, hash to its sha256 and hold its row count (read from the
 Parquet footer), the rows must add up, and no unlisted shard may sit beside them (a reader following the
-manifest would silently skip it). Nothing here imports torch or the stages' heavy dependencies.
+manifest would silently skip it). Nothing here imports torch: only stages.io (pyarrow).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-MANIFEST = "manifest.json"
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+from stages.io import MANIFEST, sha256_file
 
 
 def problems(directory: Path) -> list[str]:
@@ -45,7 +36,7 @@ def problems(directory: Path) -> list[str]:
         if not path.is_file():
             out.append(f"{e['path']}: missing")
             continue
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != e["sha256"]:
             out.append(f"{e['path']}: sha256 {digest[:12]}... != manifest {e['sha256'][:12]}...")
             continue

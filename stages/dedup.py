@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import executor, io
 from .params import WORD_TOKENIZER, MinHash
 from .runtime import Ledger, StageContext, StageError, progress, stage
 
@@ -291,8 +291,6 @@ class DedupTask:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from . import executor
-
         if self._signer is None and self.p.minhash.enabled:
             self._signer = Signer(self.p.minhash)
         start, end = executor.row_range(io.count_docs(self.src), rank, world_size)
@@ -442,8 +440,6 @@ def metrics(pl: Plan, p) -> tuple[dict, Ledger]:
 def run(ctx: StageContext) -> None:
     """Signatures as `executor.tasks` tasks on the configured executor (default: one, in this process), then
     clustering and the second pass here. The output does not depend on tasks or workers (tested)."""
-    from . import executor
-
     p, ex = ctx.params.dedup, ctx.params.executor
     src, out = ctx.path(IN), ctx.path(OUT)
     signer = Signer(p.minhash) if p.minhash.enabled else None  # reused by in-process tasks and by the writer
