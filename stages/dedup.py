@@ -445,25 +445,20 @@ def run(ctx: StageContext) -> None:
     signer = Signer(p.minhash) if p.minhash.enabled else None  # reused by in-process tasks and by the writer
     task = DedupTask(p, src, signer if ex.workers == 1 else None)
     inputs = lambda: {"dedup": p.model_dump(mode="json"), "input": executor.input_manifest(src)}
-    failed = True
     try:
-        dirs = executor.run_tasks(ctx.root, ex, "dedup", task, out, inputs)
-        s = merge_scans(dirs)
-        check_unique(s.ids)
-        pl = plan(s, p)
-        write(pl, src, out, ctx.params.ingest.rows_per_shard, signer)
-        failed = False
-    except executor.ExecutorError as err:
-        raise StageError(str(err)) from None
+        with executor.task_results(ctx.root, ex, "dedup", task, out, inputs) as dirs:
+            s = merge_scans(dirs)
+            check_unique(s.ids)
+            pl = plan(s, p)
+            write(pl, src, out, ctx.params.ingest.rows_per_shard, signer)
     finally:
-        executor.cleanup(out, ex, failed)
         if signer is not None:
             signer.close()
     m, ledger = metrics(pl, p)
     ctx.write_metrics("metrics/dedup.json", m)
     ctx.dataset(OUT, "output")
-    tasks = f", signatures in {ex.tasks} tasks on {ex.kind}" if ex.tasks > 1 or ex.kind != "local" else ""
-    ctx.summary(f"{ledger.summary()}, {m['near_duplicate_clusters']} near-duplicate clusters{tasks} -> {OUT}")
+    ctx.summary(f"{ledger.summary()}, {m['near_duplicate_clusters']} near-duplicate clusters"
+                f"{executor.describe(ex)} -> {OUT}")
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ params, input); a failed run keeps it, and a rerun of the same work runs only th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -38,13 +39,15 @@ import pyarrow.parquet as pq
 
 from . import io
 from .params import Executor, Params, load
+from .runtime import StageError
 
 TASK_RESULT = "task.json"  # written last by a task: its counters; its presence means the task finished
 RAY_PIN = 'ray[default]'  # what datatrove 0.10.1's `ray` extra installs; not in requirements.lock (hundreds of MB)
 
 
-class ExecutorError(RuntimeError):
-    """The executor cannot run (missing package, failed task); the message says what to do."""
+class ExecutorError(StageError):
+    """The executor cannot run (missing package, failed task); the message says what to do (a StageError: the
+    stage prints it as its one-line failure)."""
 
 
 # ---------------------------------------------------------------- which rows a task owns
@@ -254,6 +257,25 @@ def cleanup(out: Path, p: Executor | None = None, failed: bool = False) -> None:
               file=sys.stderr)
         return
     shutil.rmtree(staging_dir(out), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def task_results(root: Path, p: Executor, stage: str, work: Callable[[int, int, Path], dict], out: Path,
+                 inputs: Callable[[], dict] = dict) -> Iterator[list[Path]]:
+    """`with task_results(...) as dirs:` run_tasks, then the block merges the task folders into `out`. The
+    staging folder is removed when the block succeeds, and after a failure too unless skip_completed keeps
+    its finished tasks for the next run."""
+    try:
+        yield run_tasks(root, p, stage, work, out, inputs)
+    except BaseException:
+        cleanup(out, p, failed=True)
+        raise
+    cleanup(out, p)
+
+
+def describe(p: Executor) -> str:
+    """The stage summary's note on how the tasks ran ("" for the default: one task, in-process)."""
+    return f", {p.tasks} tasks on {p.kind}" if p.tasks > 1 or p.kind != "local" else ""
 
 
 # ---------------------------------------------------------------- the sbatch script, without submitting

@@ -354,23 +354,15 @@ def run(ctx: StageContext, chain: Chain | None = None) -> None:
     task = FilterTask(p, ctx.root, ctx.path(IN), ctx.params.ingest.rows_per_shard, chain)
     inputs = lambda: {"filter": p.model_dump(mode="json"), "rows_per_shard": ctx.params.ingest.rows_per_shard,
                       "input": executor.input_manifest(ctx.path(IN))}
-    failed = True
-    try:
-        dirs = executor.run_tasks(ctx.root, ex, "filter", task, out, inputs)
+    with executor.task_results(ctx.root, ex, "filter", task, out, inputs) as dirs:
         ledger, per_source, by_check = merge(dirs, out)
-        failed = False
-    except executor.ExecutorError as err:
-        raise StageError(str(err)) from None
-    finally:
-        executor.cleanup(out, ex, failed)
     metrics = {**ledger.as_dict(), "engine": p.engine, "dropped_by_check": dict(sorted(by_check.items())),
                "perplexity": status,
                "per_source": {s: dict(sorted(c.items())) for s, c in sorted(per_source.items())}}
     ctx.write_metrics("metrics/filter.json", metrics)
     ctx.dataset(IN, "input")
     ctx.dataset(OUT, "output")
-    tasks = f", {ex.tasks} tasks on {ex.kind}" if ex.tasks > 1 or ex.kind != "local" else ""
-    ctx.summary(f"{ledger.summary()} [{p.engine}{tasks}] -> {OUT}")
+    ctx.summary(f"{ledger.summary()} [{p.engine}{executor.describe(ex)}] -> {OUT}")
 
 
 def main() -> None:

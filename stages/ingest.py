@@ -360,21 +360,13 @@ def run(ctx: StageContext) -> None:
     acc = Accounts(sources, prm.ingest.max_docs_per_source)
     out = ctx.path(OUT)
     task = IngestTask(root, prm.ingest, sources, prm.data.languages, all_units)
-    failed = True
-    try:
-        dirs = executor.run_tasks(root, ex, "ingest", task, out, lambda: unit_inputs(root, prm, all_units))
+    with executor.task_results(root, ex, "ingest", task, out, lambda: unit_inputs(root, prm, all_units)) as dirs:
         docs = replay(dirs, all_units, sources, acc)
         io.write_corpus(out, ctx.progress(docs, None, "accounting"), prm.ingest.rows_per_shard,
                         "rejected.jsonl", acc.rejects, per_source=acc.per_source)
-        failed = False
-    except executor.ExecutorError as err:
-        raise StageError(str(err)) from None
-    finally:
-        executor.cleanup(out, ex, failed)
     ctx.write_metrics("metrics/ingest.json", acc.metrics())
     ctx.dataset(OUT, "output")
-    tasks = f", {ex.tasks} tasks on {ex.kind}" if ex.tasks > 1 or ex.kind != "local" else ""
-    ctx.summary(f"{acc.ledger.summary()} from {len(sources)} sources{tasks} -> {OUT}")
+    ctx.summary(f"{acc.ledger.summary()} from {len(sources)} sources{executor.describe(ex)} -> {OUT}")
 
 
 def main() -> None:

@@ -118,11 +118,11 @@ def stats(rows, tokens: dict[str, int]) -> dict:
     """docs, words, chars and tokens by language and by source; `tokens`: document id -> its token count."""
     out: dict[str, dict] = {"by_lang": defaultdict(lambda: defaultdict(int)), "by_source": defaultdict(lambda: defaultdict(int))}
     for d in rows:
-        words, chars = len(d["text"].split()), len(d["text"])
+        n_words, chars = words(d), len(d["text"])
         for key, name in (("by_lang", d["lang"]), ("by_source", d["source"])):
             s = out[key][name]
             s["docs"] += 1
-            s["words"] += words
+            s["words"] += n_words
             s["chars"] += chars
             s["tokens"] += tokens[d["id"]]
     return {k: {n: dict(v) for n, v in sorted(d.items())} for k, d in out.items()}
