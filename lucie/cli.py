@@ -81,15 +81,19 @@ def audit(path: Path = typer.Argument(..., help="A release directory (MANIFEST.j
     """Compute the openness card of a release, a model snapshot or a MOF record (no torch needed).
 
     Exit codes: 0 the card was computed and every --require holds; 1 a requirement failed (each failure
-    on stderr); 2 bad usage: unknown format or requirement, a path that is none of the three inputs.
+    on stderr); 2 bad usage: unknown format or requirement, a path that is none of the three inputs;
+    3-7 a hostile input refused (too large, not a regular file, a symlink out of the input, YAML
+    anchors/aliases, nesting too deep: docs/AUDIT.md).
     """
     # model_card only: this command must run where only the core dependencies are installed.
     from model_card import render
     from model_card.collect import InputError, collect
     from model_card.require import RequirementError, failures, parse
+    from model_card.safe_read import UnsafeInput
+    from model_card.untrusted import one_line
 
     def usage_error(msg: str):
-        typer.echo(f"error: {msg}", err=True)
+        typer.echo(f"error: {one_line(msg)}", err=True)  # one line, no escape sequence from the input
         raise typer.Exit(2)
 
     if format not in AUDIT_FORMATS:
@@ -104,6 +108,9 @@ def audit(path: Path = typer.Argument(..., help="A release directory (MANIFEST.j
         got = collect(path)
     except InputError as err:
         usage_error(str(err))
+    except UnsafeInput as err:  # hostile input: its own exit code (3-7), nothing written
+        typer.echo(f"refused: {one_line(err)}", err=True)
+        raise typer.Exit(err.exit_code)
     card = render.audit(got.evidence, got.mot_record)
     text = {"json": render.to_json, "md": render.to_markdown, "html": render.to_html, "svg": render.badge_svg}[format](card)
     if output is not None:

@@ -26,6 +26,7 @@ import re
 from datetime import date, datetime
 from pathlib import Path
 
+from . import safe_read
 from .evidence import Evidence, Item, _sha256, card_yaml
 from .licenses import spdx_id
 from .mof import COMPONENTS
@@ -127,14 +128,14 @@ def card_license(meta: dict) -> str | None:
 
 def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and not any(part in HIDDEN for part in p.relative_to(root).parts))
+                  if safe_read.is_file(p) and not any(part in HIDDEN for part in p.relative_to(root).parts))
 
 
 def _lfs_oid(path: Path) -> str | None:
     """The sha256 a Git LFS pointer file names, or None when the file holds real content."""
-    if path.stat().st_size > 1024:
+    if safe_read.size(path) > 1024:
         return None
-    head = path.read_bytes()
+    head = safe_read.read_head(path, 1025)
     if not head.startswith(LFS_POINTER):
         return None
     m = re.search(rb"oid sha256:([0-9a-f]{64})", head)
@@ -162,7 +163,7 @@ def resolve_root(path: Path) -> Path:
     """A Hub cache repo folder (models--org--name) stands for the snapshot its refs/main names."""
     ref = path / "refs" / "main"
     if ref.is_file() and (path / "snapshots").is_dir():
-        snap = path / "snapshots" / ref.read_text().strip()
+        snap = path / "snapshots" / safe_read.read_text(ref, 4096).strip()
         if snap.is_dir():
             return snap
     return path
@@ -181,9 +182,9 @@ def collect(path: Path, label: str | None = None) -> Evidence:
     for rel in files:
         p = root / rel
         oid = _lfs_oid(p)
-        record[rel] = {"bytes": p.stat().st_size, **({"lfs_pointer_sha256": oid} if oid else {"sha256": _sha256(p)})}
+        record[rel] = {"bytes": safe_read.size(p), **({"lfs_pointer_sha256": oid} if oid else {"sha256": _sha256(p)})}
 
-    license_files = {rel: identify_license_text((root / rel).read_text(encoding="utf-8", errors="replace"))
+    license_files = {rel: identify_license_text(safe_read.read_text(root / rel, errors="replace"))
                      for rel in files if "/" not in rel and LICENSE_FILE.match(rel)}
     meta_lic = card_license(meta)
     file_lics = sorted({lic for lic in license_files.values() if lic})
@@ -203,7 +204,7 @@ def collect(path: Path, label: str | None = None) -> Evidence:
 
     def file_license(rel: str) -> str | None:
         if Path(rel).suffix.lower() in CODE_SUFFIXES:
-            with open(root / rel, "rb") as fh:
+            with safe_read.open_binary(root / rel) as fh:
                 if m := SPDX_HEADER.search(fh.read(4096)):
                     return m.group(1).decode()
         return lic
@@ -259,7 +260,7 @@ def collect(path: Path, label: str | None = None) -> Evidence:
         base = _as_list(meta["base_model"])
         lineage["base_model"] = base[0] if len(base) == 1 else base
     readme = root / "README.md"
-    text = readme.read_text(encoding="utf-8", errors="replace") if readme.exists() else ""
+    text = safe_read.read_text(readme, errors="replace") if readme.exists() else ""
     # A link ending a sentence keeps its dot in the match; `.git` names the same repository.
     links = sorted({re.sub(r"(\.git)?\.*$", "", u) for u in CODE_LINK.findall(text)})
     if links:
@@ -290,7 +291,7 @@ def _config(root: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safe_read.load_json(path)
     except ValueError as err:
         raise SnapshotError(f"{path}: not valid JSON: {err}") from None
     return data if isinstance(data, dict) else {}
