@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -108,6 +109,8 @@ def test_symlinks_inside_the_input_still_count(tmp_path):
     (repo / "blobs" / "abc").write_bytes(b"weights")
     snap = write_snapshot(repo / "snapshots" / "r1", "license: mit", {})
     (snap / "model.safetensors").symlink_to("../../blobs/abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("r1")
     for path in (repo, snap):
         res = lucie_audit(path, "--format", "json")
         assert res.returncode == 0, res.stderr
@@ -158,7 +161,8 @@ def test_markdown_and_terminal_output_carry_no_html_newline_or_escape(tmp_path):
         md = res.stdout
         assert "<script" not in md and "<img" not in md and "\x1b" not in md and "\x07" not in md
         assert "&lt;script&gt;" in md or "&lt;img" in md  # shown as text, not dropped
-        assert "| injected |" not in md and "](javascript:" not in md
+        assert not re.search(r"(?<!\\)\| injected", md), md  # the cell's `|` is escaped: no new column or row
+        assert not re.search(r"(?<!\\)\]\(javascript:", md)  # no link
         rows = [l for l in md.splitlines() if l.startswith("| ")]
         assert len([r for r in rows if r.startswith("| Model")]) <= 17  # no row was added
     html = render.to_html(render.audit(collect(root).evidence))
