@@ -9,8 +9,8 @@ terminal interprets ANSI escapes. So every string from the input goes through on
   bidirectional overrides removed (the terminal and the HTML page);
 - `one_line`: `plain`, all whitespace runs (newlines included) as one space (error lines);
 - `md`: `one_line`, then `&`, `<`, `>` as HTML entities (CommonMark shows them as text, never as a
-  tag) and the Markdown punctuation that could open a link, code span or table cell (`[`, `]`,
-  backtick, `|`) backslash-escaped.
+  tag) and the Markdown punctuation that could open a link or a table cell (`[`, `]`, `|`)
+  backslash-escaped. Backticks stay: a code span shows its content literally, HTML entities included.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import re
 # CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), and two-byte ESC sequences.
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-MD_PUNCT = re.compile(r"([\[\]`|])")
+MD_PUNCT = re.compile(r"([\[\]|])")
 
 
 def plain(value) -> str:
