@@ -21,6 +21,8 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stages import dir_swap
+
 # The document schema every data stage reads and writes (DESIGN.md "data contracts").
 DOC_SCHEMA = pa.schema(
     [
@@ -83,9 +85,11 @@ def _remove(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temp directory that replaces `path` only if the block succeeds."""
+    """Yield an empty temp directory that replaces `path` only if the block succeeds; the swap keeps a
+    complete output (old or new) at every instant, and a failure leaves no temp directory (dir_swap)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    dir_swap.recover(path)  # a kill inside an earlier three-rename swap
     remove_stale_tmp(path)
     tmp = _tmp_sibling(path)
     _remove(tmp)
@@ -95,8 +99,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
-    _remove(path)
-    os.replace(tmp, path)
+    try:
+        dir_swap.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
