@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 import pyarrow.parquet as pq
 
-from . import io
+from . import io, owned_dirs
 from .params import Executor, Params, load
 from .runtime import StageError
 
@@ -109,7 +109,10 @@ class TaskStep:
 
 # ---------------------------------------------------------------- executors from params
 def logging_dir(root: Path, p: Executor, stage: str) -> Path:
-    return (root / p.logging_dir / stage).resolve()
+    try:  # confined to the project: this folder is deleted on a fresh run (owned_dirs)
+        return owned_dirs.inside(root, str(Path(p.logging_dir) / stage), "executor.logging_dir")
+    except owned_dirs.NotOwned as err:
+        raise ExecutorError(str(err)) from None
 
 
 def build(p: Executor, pipeline: list, stage: str, root: Path):
@@ -216,8 +219,12 @@ def run_tasks(root: Path, p: Executor, stage: str, work: Callable[[int, int, Pat
                 mark.unlink()
         print(f"[{stage}] resuming: {len(done)} of {p.tasks} tasks already finished in {staging}", file=sys.stderr)
     else:
-        for d in (staging, log_dir):
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # derived from the output path: the project's own
+        try:
+            owned_dirs.remove(log_dir)  # never a folder the project did not make
+        except owned_dirs.NotOwned as err:
+            raise ExecutorError(f"executor.logging_dir: {err}") from None
+        owned_dirs.make(log_dir)
         staging.mkdir(parents=True)
         io.write_json(staging / RUN, fp)
     ex = build(p, [TaskStep(work, staging)], stage, root)

@@ -257,6 +257,19 @@ class Executor(Strict):
             raise ValueError("must be >= 1, or -1 for as many as tasks")
         return v
 
+    @field_validator("logging_dir")
+    @classmethod
+    def _logging_dir(cls, v: str) -> str:
+        """Its `<stage>` folders are deleted on a fresh run: a path inside the project only."""
+        import posixpath
+
+        norm = posixpath.normpath(v.replace("\\", "/"))
+        if v.startswith(("/", "\\", "~")) or (len(v) > 1 and v[1] == ":"):
+            raise ValueError(f"{v!r} is absolute; give a path relative to the project (e.g. logs/datatrove)")
+        if norm in (".", "") or norm == ".." or norm.startswith("../"):
+            raise ValueError(f"{v!r} is not a folder inside the project (e.g. logs/datatrove)")
+        return v
+
 
 # ---------------------------------------------------------------- tokenizer + tokenize
 class TokenizerP(Strict):
