@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 import pyarrow.parquet as pq
 
-from . import io, owned_dirs
+from . import io, owned_dirs, proc_guard
 from .params import Executor, Params, load
 from .runtime import StageError
 
@@ -159,6 +159,7 @@ def require_sbatch() -> None:
 
 def _start(ex, p: Executor) -> None:
     if p.kind == "local":
+        proc_guard.children_die_with_me()  # datatrove's Manager process must not outlive a killed stage
         ex.run()
     elif p.kind == "slurm":
         # Outside an allocation, run() writes executor.pik + the sbatch script and submits the array; the stage
@@ -272,12 +273,13 @@ def task_results(root: Path, p: Executor, stage: str, work: Callable[[int, int, 
     """`with task_results(...) as dirs:` run_tasks, then the block merges the task folders into `out`. The
     staging folder is removed when the block succeeds, and after a failure too unless skip_completed keeps
     its finished tasks for the next run."""
-    try:
-        yield run_tasks(root, p, stage, work, out, inputs)
-    except BaseException:
-        cleanup(out, p, failed=True)
-        raise
-    cleanup(out, p)
+    with proc_guard.exclusive(root, stage):  # two direct runs would share the staging folder
+        try:
+            yield run_tasks(root, p, stage, work, out, inputs)
+        except BaseException:
+            cleanup(out, p, failed=True)
+            raise
+        cleanup(out, p)
 
 
 def describe(p: Executor) -> str:
