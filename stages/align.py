@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from . import io
@@ -182,7 +181,7 @@ def run(ctx: StageContext) -> None:
     tok = instruct_tokenizer(ctx.path(BASE))
     model = AutoModelForCausalLM.from_pretrained(str(ctx.path(BASE)), dtype=torch.float32)
 
-    with tempfile.TemporaryDirectory() as work:
+    with io.scratch_dir(ctx.path(".lucie/align")) as work:  # not /tmp: a killed run's is removed by the next
         sft = SFTTrainer(
             model=model, processing_class=tok, train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in sft_rows]),
             args=SFTConfig(max_steps=p.sft.max_steps, per_device_train_batch_size=p.sft.batch_size,

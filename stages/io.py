@@ -106,6 +106,22 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def scratch_dir(path: str | Path) -> Iterator[Path]:
+    """A private work directory beside `path` (`.NAME.tmp-HOST-PID`), removed after the block; the one a
+    killed run left (never removed by /tmp's cleaner in time) is removed by the next run (remove_stale_tmp)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(path)
+    tmp = _tmp_sibling(path)
+    _remove(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,7 @@ def test_a_nan_loss_stops_sft_naming_the_step_and_writes_no_model(make_ctx, tmp_
     assert msg.startswith("SFT loss is nan at step 1;") and "no model written" in msg and "\n" not in msg
     assert not (tmp_path / align.OUT).exists()
     assert not (tmp_path / "metrics" / "align.json").exists()
+    assert list((tmp_path / ".lucie").iterdir()) == []  # the SFT/DPO work directory is gone too
 
 
 def test_a_healthy_run_passes_the_guard_and_writes_the_model(make_ctx, tmp_path):
@@ -60,3 +61,27 @@ def test_a_healthy_run_passes_the_guard_and_writes_the_model(make_ctx, tmp_path)
     ctx = make_ctx("align", overrides(tmp_path), root=tmp_path)
     align.run(ctx)
     assert (tmp_path / align.OUT / "model.safetensors").is_file()
+    assert list((tmp_path / ".lucie").iterdir()) == []
+
+
+KILLED_IN_SCRATCH = """
+import os, signal, sys
+from stages import io
+with io.scratch_dir(sys.argv[1]) as work:
+    (work / "sft").mkdir()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_runs_work_directory_is_removed_by_the_next_run(tmp_path):
+    """issue 16.9: a killed align left /tmp/tmp*/{sft,dpo}; now its work directory is in the project and swept."""
+    from stages import io
+
+    where = tmp_path / ".lucie" / "align"
+    res = subprocess.run([sys.executable, "-c", KILLED_IN_SCRATCH, str(where)], cwd=PROJECT, timeout=120)
+    assert res.returncode < 0
+    (left,) = (tmp_path / ".lucie").iterdir()
+    assert (left / "sft").is_dir()
+    with io.scratch_dir(where) as work:
+        assert sorted(p.name for p in (tmp_path / ".lucie").iterdir()) == [work.name]
+    assert list((tmp_path / ".lucie").iterdir()) == []
