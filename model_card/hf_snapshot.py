@@ -128,7 +128,7 @@ def card_license(meta: dict) -> str | None:
 
 def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if safe_read.is_file(p) and not any(part in HIDDEN for part in p.relative_to(root).parts))
+                  if not any(part in HIDDEN for part in p.relative_to(root).parts) and safe_read.is_file(p))
 
 
 def _lfs_oid(path: Path) -> str | None:

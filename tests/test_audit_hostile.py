@@ -173,3 +173,12 @@ def test_error_lines_are_one_line_without_escapes(tmp_path):
     root = write_snapshot(tmp_path / "s", "license: [unclosed\n\x1b[2J: x", {})
     res = lucie_audit(root)
     assert res.returncode == 2 and "\x1b" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_special_files_in_hidden_folders_are_not_even_looked_at(tmp_path):
+    root = snapshot(tmp_path)
+    (root / ".git").mkdir()
+    os.mkfifo(root / ".git" / "fifo")
+    (root / ".git" / "out").symlink_to("/etc/passwd")
+    res = lucie_audit(root, "--format", "json", timeout=30)
+    assert res.returncode == 0, res.stderr
