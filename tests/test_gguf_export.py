@@ -20,7 +20,7 @@ import pytest
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 
-from stages import gguf_export as ge  # noqa: E402
+from stages.lib import gguf_export as ge  # noqa: E402
 
 LUCIE = Path(__file__).resolve().parents[2] / "shared" / "lucie"
 WORDS = ("le chat dort sur le tapis rouge pendant que la pluie tombe doucement the quick brown fox jumps over "
@@ -37,7 +37,8 @@ def make_instruct_dir(root: Path, *, vocab_size=512, hidden=64, inter=80, layers
     """A tiny instruct model directory shaped like artifacts/models/instruct."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from stages import align, tokenizer as tk
+    from stages import align
+    from stages import tokenizer as tk
 
     base = root / "base_tok"
     base.mkdir(parents=True)

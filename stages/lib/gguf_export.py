@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import sha256_file
+from stages.core.files import sha256_file
 
 ARCH = "llama"
 ROLES = ("system", "user", "assistant")
