@@ -69,8 +69,7 @@ def measured(fn) -> dict:
 
 def worker_ours(root: Path, cold: bool) -> dict:
     from stages import dedup
-    from stages.core import files
-    from stages.core import params
+    from stages.core import files, params
 
     p = params.Dedup()
     src, out = root / "data/filtered", root / "data/dedup"

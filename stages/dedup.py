@@ -44,8 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.core import executor
-from stages.core import files
+from stages.core import executor, files
 from stages.core.params import WORD_TOKENIZER, MinHash
 from stages.core.runtime import Ledger, StageContext, StageError, progress, stage
 

@@ -26,8 +26,7 @@ from typing import BinaryIO, Iterator
 
 import orjson
 
-from stages.core import executor
-from stages.core import files
+from stages.core import executor, files
 from stages.core.params import Ingest, Source
 from stages.core.runtime import Ledger, StageContext, StageError, progress, stage
 

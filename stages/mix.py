@@ -29,7 +29,6 @@ import json
 from pathlib import Path
 
 from stages.core import files
-from stages.core.params import Mix
 from stages.core.runtime import StageContext, StageError, stage, tokenizer_threads
 from stages.lib.mixing import phase_streams, schedule, shares, stats
 from stages.lib.split import is_valid

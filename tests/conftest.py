@@ -35,9 +35,7 @@ def make_ctx(tmp_path):
     replaces what was there), validates with stages.core.params.parse and returns a
     StageContext rooted at `root` (default: this test's tmp_path) with an inactive Tracker.
     """
-    from stages.core import params as params_mod
-    from stages.core import runtime
-    from stages.core import tracking
+    from stages.core import params as params_mod, runtime, tracking
 
     with open(Path(__file__).resolve().parent.parent / "params.yaml", encoding="utf-8") as f:
         base = yaml.safe_load(f)

@@ -52,8 +52,6 @@ def write_params(root: Path, overrides: dict | None = None, seq_len: int = 32) -
 def make_repo(root: Path, overrides: dict | None = None, seq_len: int = 32) -> Path:
     from tokenizers import Tokenizer
 
-    from stages.core import files
-    from stages.tokenize import pack
     from stages.tokenizer import save_hf, train
 
     root.mkdir(parents=True, exist_ok=True)

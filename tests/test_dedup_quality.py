@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 
 from stages import dedup
-from stages.core import files
-from stages.core import params
+from stages.core import files, params
 
 PROJECT = Path(__file__).resolve().parent.parent
 LANGS = ["en", "fr", "de"]

@@ -20,8 +20,7 @@ import pytest
 
 from stages import dedup
 from stages.core import executor
-from stages import filter as filt
-from stages import ingest
+from stages import filter as filt, ingest
 from stages.core import files
 from stages.core.runtime import StageError
 

@@ -12,12 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import dedup
-from stages import filter as filt
-from stages.core import files
-from stages.core import params
-from stages.core import runtime
-from stages.core import tracking
+from stages import dedup, filter as filt
+from stages.core import files, params, runtime, tracking
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = PROJECT / "data" / "sample" / "text"

@@ -20,10 +20,7 @@ import yaml
 
 from stages import filter as filt
 from stages.lib import filter_rules as fr
-from stages.core import files
-from stages.core import params
-from stages.core import runtime
-from stages.core import tracking
+from stages.core import files, params, runtime, tracking
 
 PROJECT = Path(__file__).resolve().parent.parent
 CORPORA = PROJECT.parent / "shared" / "corpora"
@@ -139,7 +136,7 @@ def test_ngram_statistics_match_datatrove_functions():
     for trial in range(400):
         rng = random.Random(trial)
         words = [rng.choice(alphabets[trial % 4]) for _ in range(rng.randint(1, 50))]
-        vocab = fr.Vocab()
+        vocab = fr.WordIds()
         grams = fr.NGrams(fr.Words(np.array([vocab.add(w) for w in words], np.int64), vocab,
                                    any(" " in w for w in words)), powers)
         for n in range(1, 11):

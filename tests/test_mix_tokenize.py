@@ -15,7 +15,7 @@ import pytest
 from stages.core import files
 from stages import mix
 from stages.lib import mixing
-from stages.lib import split
+from stages.lib import split as train_valid
 from stages import tokenize
 from stages.lib import tokens as token_shards
 from stages import tokenizer
@@ -137,7 +137,7 @@ def test_mix_run_splits_are_disjoint(make_ctx, tmp_path):
     assert len(valid) == len(valid_ids)  # valid is never upsampled
     assert [x["id"] for x in valid] == sorted(valid_ids)
     for x in valid:
-        assert split.is_valid(ctx.params.seed, x["id"], 0.25)
+        assert train_valid.is_valid(ctx.params.seed, x["id"], 0.25)
     # The written train stream is schedule() of the train documents, with the epoch in meta.
     expected = mixing.schedule([x for x in docs if x["id"] in train_ids], ctx.params.mix, ctx.params.seed, True)
     assert [(x["id"], json.loads(x["meta"])["mix_epoch"]) for x in train] == ids(expected)

@@ -17,8 +17,7 @@ import torch
 
 from pretrain_data import make_repo, sample_docs, write_tokens
 from stages import mix
-from stages.lib import mixing
-from stages.lib import phases
+from stages.lib import mixing, phases
 from stages import tokenizer
 from stages.core import tracking
 from stages import pretrain as pt

@@ -2,7 +2,6 @@
 config diffs, params checks, inspect-batch under a ramp-up, and the recipes' model sizes."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import dedup
-from stages import filter as filt
-from stages import ingest
+from stages import dedup, filter as filt, ingest
 from stages.core import files
 from stages import mix
 from stages.core import params

@@ -3,6 +3,9 @@
 Every stage calls `load()` first (through stages.core.runtime.stage). An unknown key, a wrong type or an impossible
 combination raises `ParamsError` naming the dotted key (e.g. `pretrain.lr`), so a typo
 in params.yaml never silently falls back to a default after an hour of compute.
+
+Why one module of ~700 lines: it is the one place that says what params.yaml may hold, section after section in
+dvc.yaml's order; cross-section checks (e.g. a phase's seq_len against the model) need every section at hand.
 """
 from __future__ import annotations
 

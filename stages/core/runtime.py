@@ -24,8 +24,7 @@ from typing import Iterable, Iterator, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from stages.core import files
-from stages.core import tracking
+from stages.core import files, tracking
 from stages.core.params import Params, ParamsError, load
 
 T = TypeVar("T")
