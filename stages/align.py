@@ -26,9 +26,9 @@ import json
 import shutil
 from pathlib import Path
 
-from . import io
-from .mix import h64
-from .runtime import StageContext, StageError, stage
+from stages.core import files
+from stages.lib.split import h64
+from stages.core.runtime import StageContext, StageError, stage
 
 BASE, OUT = "artifacts/models/base", "artifacts/models/instruct"
 CHAT_TOKENS = {265: "<|start_header_id|>", 266: "<|end_header_id|>", 267: "<|eot_id|>"}
@@ -170,7 +170,7 @@ def run(ctx: StageContext) -> None:
     from transformers import AutoModelForCausalLM, GenerationConfig, PrinterCallback
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    from .train_guard import NonFiniteGuard
+    from stages.lib.training.align_guard import NonFiniteGuard
 
     p, seed = ctx.params.align, ctx.params.seed
     # Every input is read and checked before the first training step.
@@ -181,7 +181,7 @@ def run(ctx: StageContext) -> None:
     tok = instruct_tokenizer(ctx.path(BASE))
     model = AutoModelForCausalLM.from_pretrained(str(ctx.path(BASE)), dtype=torch.float32)
 
-    with io.scratch_dir(ctx.path(".lucie/align")) as work:  # not /tmp: a killed run's is removed by the next
+    with files.scratch_dir(ctx.path(".lucie/align")) as work:  # not /tmp: a killed run's is removed by the next
         sft = SFTTrainer(
             model=model, processing_class=tok, train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in sft_rows]),
             args=SFTConfig(max_steps=p.sft.max_steps, per_device_train_batch_size=p.sft.batch_size,
@@ -208,7 +208,7 @@ def run(ctx: StageContext) -> None:
         dpo_hist = dpo.state.log_history
         final = dpo.model
 
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
+    with files.atomic_dir(ctx.path(OUT)) as tmp:
         final.generation_config = GenerationConfig(
             bos_token_id=0, eos_token_id=[tok.convert_tokens_to_ids("<|eot_id|>"), 1], pad_token_id=3,
             do_sample=True, temperature=0.6, top_p=0.9,  # Lucie's generation defaults

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stages import align
-from stages.train_guard import NonFiniteLoss
+from stages.lib.training.align_guard import NonFiniteLoss
 from test_align import tiny_model
 from stages.tokenizer import save_hf, train
 
@@ -66,8 +66,8 @@ def test_a_healthy_run_passes_the_guard_and_writes_the_model(make_ctx, tmp_path)
 
 KILLED_IN_SCRATCH = """
 import os, signal, sys
-from stages import io
-with io.scratch_dir(sys.argv[1]) as work:
+from stages.core import files
+with files.scratch_dir(sys.argv[1]) as work:
     (work / "sft").mkdir()
     os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -75,13 +75,13 @@ with io.scratch_dir(sys.argv[1]) as work:
 
 def test_a_killed_runs_work_directory_is_removed_by_the_next_run(tmp_path):
     """issue 16.9: a killed align left /tmp/tmp*/{sft,dpo}; now its work directory is in the project and swept."""
-    from stages import io
+    from stages.core import files
 
     where = tmp_path / ".lucie" / "align"
     res = subprocess.run([sys.executable, "-c", KILLED_IN_SCRATCH, str(where)], cwd=PROJECT, timeout=120)
     assert res.returncode < 0
     (left,) = (tmp_path / ".lucie").iterdir()
     assert (left / "sft").is_dir()
-    with io.scratch_dir(where) as work:
+    with files.scratch_dir(where) as work:
         assert sorted(p.name for p in (tmp_path / ".lucie").iterdir()) == [work.name]
     assert list((tmp_path / ".lucie").iterdir()) == []

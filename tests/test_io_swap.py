@@ -1,4 +1,4 @@
-"""`io.atomic_dir` swaps outputs so that a complete output exists at every instant (issue 16.3): a real
+"""`files.atomic_dir` swaps outputs so that a complete output exists at every instant (issue 16.3): a real
 process writing a directory output is SIGKILLed at each named point of the swap (test hook
 LUCIE_TEST_KILL_AT), in both modes (renameat2 exchange and the three-rename fallback); afterwards the
 output is the old or the new one, complete, and the next run leaves exactly the new one and nothing else."""
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stages import dir_swap, io
+from stages.core import dir_swap
+from stages.core import files as core_files
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD = {"a.txt": "old a", "sub/b.txt": "old b", "only-old.txt": "x"}
@@ -20,9 +21,9 @@ NEW = {"a.txt": "new a", "sub/b.txt": "new b", "only-new.txt": "y"}
 WRITER = """
 import sys
 from pathlib import Path
-from stages import io
+from stages.core import files as core_files
 out, files = Path(sys.argv[1]), dict(a.split("=", 1) for a in sys.argv[2:])
-with io.atomic_dir(out) as tmp:
+with core_files.atomic_dir(out) as tmp:
     for rel, text in files.items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_text(text)
@@ -94,7 +95,7 @@ def test_three_renames_without_a_kill(tmp_path):
 def test_if_the_old_output_cannot_be_removed_the_new_one_is_in_place_and_no_temp_dir_is_left(tmp_path, monkeypatch,
                                                                                            capsys):
     out = tmp_path / "data"
-    with io.atomic_dir(out) as tmp:
+    with core_files.atomic_dir(out) as tmp:
         (tmp / "old.txt").write_text("old")
     real_rm = dir_swap._rm
 
@@ -104,7 +105,7 @@ def test_if_the_old_output_cannot_be_removed_the_new_one_is_in_place_and_no_temp
         real_rm(p)
 
     monkeypatch.setattr(dir_swap, "_rm", stuck)
-    with io.atomic_dir(out) as tmp:
+    with core_files.atomic_dir(out) as tmp:
         (tmp / "new.txt").write_text("new")
     assert content(out) == {"new.txt": "new"}
     assert "could not be removed" in capsys.readouterr().err
@@ -114,14 +115,14 @@ def test_if_the_old_output_cannot_be_removed_the_new_one_is_in_place_and_no_temp
     # A later process (this pid is alive, so pretend the leftover came from a dead one): removed on the next write.
     dead = out.parent / left[0].rsplit("-", 1)[0].__add__("-999999")
     os.rename(out.parent / left[0], dead)
-    with io.atomic_dir(out) as tmp:
+    with core_files.atomic_dir(out) as tmp:
         (tmp / "new.txt").write_text("newer")
     assert siblings(out) == [] and content(out) == {"new.txt": "newer"}
 
 
 def test_a_failed_swap_leaves_no_temp_dir(tmp_path, monkeypatch):
     out = tmp_path / "data"
-    with io.atomic_dir(out) as tmp:
+    with core_files.atomic_dir(out) as tmp:
         (tmp / "old.txt").write_text("old")
     monkeypatch.setenv("LUCIE_TEST_NO_EXCHANGE", "1")
     real_rename = os.rename
@@ -133,7 +134,7 @@ def test_a_failed_swap_leaves_no_temp_dir(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dir_swap.os, "rename", fail_second)
     with pytest.raises(OSError, match="busy"):
-        with io.atomic_dir(out) as tmp:
+        with core_files.atomic_dir(out) as tmp:
             (tmp / "new.txt").write_text("new")
     monkeypatch.setattr(dir_swap.os, "rename", real_rename)
     assert content(out) == {"old.txt": "old"} and siblings(out) == []

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from stages import ingest, owned_dirs
-from stages import params as P
-from stages.executor import ExecutorError
+from stages import ingest
+from stages.core import owned_dirs
+from stages.core import params as P
+from stages.core.executor import ExecutorError
 from test_executor import sample_overrides
 from test_params import error_of, with_value
 

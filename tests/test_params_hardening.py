@@ -8,7 +8,7 @@ import math
 import pytest
 import yaml
 
-from stages import params as P
+from stages.core import params as P
 from test_params import PROJECT, base, error_of, with_value
 
 INF, NAN = math.inf, math.nan

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from stages import ingest
-from stages.proc_guard import StageLocked
+from stages.core.proc_guard import StageLocked
 from test_executor import sample_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ KILLED = '''
 import json, os, signal, sys
 from pathlib import Path
 import psutil
-from stages import executor, params
+from stages.core import executor, params
 
 class Work:
     def __call__(self, rank, world_size, out):
@@ -65,7 +65,7 @@ def test_datatroves_manager_process_dies_with_a_killed_stage(tmp_path):
 HOLD = '''
 import sys, time
 from pathlib import Path
-from stages.proc_guard import exclusive
+from stages.core.proc_guard import exclusive
 with exclusive(Path(sys.argv[1]), "ingest"):
     print("held", flush=True)
     time.sleep(120)

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from stages import tracking
-from stages.runtime import StageError
+from stages.core import tracking
+from stages.core.tracking_guard import TrackingUnreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLED_STAGE = """
 import os, signal, sys
 from pathlib import Path
-from stages import tracking
+from stages.core import tracking
 with tracking.stage_run("ingest", Path(sys.argv[1]), sys.argv[2], "exp", True, {}) as t:
     os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -57,7 +57,7 @@ def test_an_unreachable_tracking_server_fails_fast_in_one_line(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t = time.monotonic()
-    with pytest.raises(StageError) as exc:
+    with pytest.raises(TrackingUnreachable) as exc:
         with tracking.stage_run("ingest", tmp_path, f"http://127.0.0.1:{port}", "exp", True, {}):
             pass
     assert time.monotonic() - t < 15

@@ -99,7 +99,7 @@ def test_reproduction_requirement():
 
 
 def test_publish_params_accept_the_reproduction_gate():
-    from stages import params as P
+    from stages.core import params as P
     from test_params import with_value
 
     assert P.parse(with_value("publish.require", ["reproduced", "osaid"])).publish.require == ["reproduced", "osaid"]

@@ -14,7 +14,7 @@ import math
 
 from transformers import TrainerCallback
 
-from .runtime import StageError
+from stages.core.runtime import StageError
 
 
 class NonFiniteLoss(StageError):

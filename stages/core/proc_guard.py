@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
-from .runtime import StageError
+from stages.core.runtime import StageError
 
 _PR_SET_PDEATHSIG = 1
 _registered_for: set[int] = set()

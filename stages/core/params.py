@@ -1,8 +1,11 @@
 """Typed schema of params.yaml: one model per stage section, validated before any work.
 
-Every stage calls `load()` first (through stages.runtime.stage). An unknown key, a wrong type or an impossible
+Every stage calls `load()` first (through stages.core.runtime.stage). An unknown key, a wrong type or an impossible
 combination raises `ParamsError` naming the dotted key (e.g. `pretrain.lr`), so a typo
 in params.yaml never silently falls back to a default after an hour of compute.
+
+Why one module of ~700 lines: it is the one place that says what params.yaml may hold, section after section in
+dvc.yaml's order; cross-section checks (e.g. a phase's seq_len against the model) need every section at hand.
 """
 from __future__ import annotations
 
@@ -159,7 +162,7 @@ class Perplexity(Strict):
 
 
 class Filter(Strict):
-    # fast: stages/filter_rules.py (each document tokenized once); datatrove: datatrove's own blocks.
+    # fast: stages/lib/filter_rules.py (each document tokenized once); datatrove: datatrove's own blocks.
     # Both take the same decisions (tests/test_filter_rules.py, benchmarks/filter_speed.py).
     engine: Literal["fast", "datatrove"] = "fast"
     text_langs: list[str] = ["en", "fr", "de", "es", "it"]  # text rules apply to these; code gets the URL rule only
@@ -210,7 +213,7 @@ class Mix(Strict):
 
 # ---------------------------------------------------------------- executor (data stages' scale-out)
 class SlurmExecutor(Strict):
-    """What datatrove's SlurmPipelineExecutor writes into its sbatch array script (`python -m stages.executor
+    """What datatrove's SlurmPipelineExecutor writes into its sbatch array script (`python -m stages.core.executor
     --sbatch filter` prints it). One array task per datatrove task; `executor.workers` caps how many run at once."""
     partition: str = "cpu"
     time: str = Field(default="04:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")

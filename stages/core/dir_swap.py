@@ -1,12 +1,12 @@
 """Put a finished directory in place of an output so that a complete output exists at every instant.
 
-`io.atomic_dir` used to remove the old output and then rename the new one in: a kill in that gap left
+`files.atomic_dir` used to remove the old output and then rename the new one in: a kill in that gap left
 no output at all, and the complete new one sat in a temp directory that the next run deleted. Here:
 
 1. `renameat2(RENAME_EXCHANGE)` (Linux >= 3.15, glibc >= 2.28, through ctypes) swaps the two names in
    one system call: the path holds the old output, then the new one, never nothing. The old output,
    now under the temp name, is removed afterwards; a kill before that leaves it under a temp name of
-   a dead process, which the next write to the path removes (`io.remove_stale_tmp`).
+   a dead process, which the next write to the path removes (`files.remove_stale_tmp`).
 2. Where the filesystem or libc cannot exchange, three renames: output -> `.NAME.old-HOST-PID`,
    temp -> output, remove the backup. A kill between the first two leaves the old complete output
    under the backup name; `recover` (run by the next `atomic_dir` on the path) renames it back when

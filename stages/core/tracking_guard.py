@@ -15,13 +15,12 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from .runtime import StageError
-
 CONNECT_TIMEOUT_S = 5.0
 
 
-class TrackingUnreachable(StageError):
-    """The MLflow tracking server does not answer."""
+class TrackingUnreachable(ConnectionError):
+    """The MLflow tracking server does not answer (printed by `runtime.stage` as a StageError is: one line, exit 1;
+    not a StageError subclass, as runtime imports tracking, which imports this module)."""
 
 
 def check_reachable(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:

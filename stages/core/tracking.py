@@ -139,7 +139,7 @@ def stage_run(stage: str, root: Path, uri: str, experiment: str, enabled: bool, 
     import mlflow
     from mlflow import MlflowClient
 
-    from .tracking_guard import check_reachable, own_tags, reap_stale
+    from stages.core.tracking_guard import check_reachable, own_tags, reap_stale
 
     uri = resolve_uri(uri, root)
     check_reachable(uri)  # one line in seconds, not MLflow's retries for minutes
