@@ -63,3 +63,21 @@ def test_an_unreachable_tracking_server_fails_fast_in_one_line(tmp_path):
     assert time.monotonic() - t < 15
     msg = str(exc.value)
     assert f"127.0.0.1:{port}" in msg and "tracking.enabled: false" in msg and "\n" not in msg
+
+
+def test_a_stage_with_an_unreachable_server_prints_one_line_and_exits_1(tmp_path):
+    import yaml
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["tracking"]["uri"] = f"http://127.0.0.1:{port}"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    res = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env={**env, "PYTHONPATH": str(ROOT), "COLUMNS": "400"})
+    assert res.returncode == 1, res.stderr[-2000:]
+    out = (res.stdout + res.stderr).strip()
+    assert "Traceback" not in out and f"127.0.0.1:{port}" in out
+    assert len([l for l in out.splitlines() if "tracking.uri" in l]) == 1
