@@ -212,3 +212,11 @@ def test_a_corrupted_manifest_is_a_publish_error(tmp_path):
     (r / "MANIFEST.json").write_text("{trunc")
     with pytest.raises(publish.PublishError, match="MANIFEST.json is not a release manifest"):
         publish.check(r, [])
+
+
+def test_publish_can_gate_on_reproduction(tmp_path):
+    """issue 16.8: `publish.require: [reproduced]` refuses a release no `lucie verify` result covers."""
+    r = make_release(tmp_path)
+    (msg,) = publish.check(r, ["reproduced"]).problems
+    assert msg.startswith("publish.require: reproduced: reproduction is none")
+    assert publish.check(r, []).problems == []
