@@ -105,7 +105,12 @@ def hardware(texts: dict[str, str]) -> dict:
 def code_archive(data: bytes, source: str) -> dict:
     """README, docs/ pages and module docstrings of a .tar.gz source archive (as `git archive` writes it)."""
     readme, docs, modules, documented = False, 0, 0, 0
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+    except (tarfile.TarError, OSError, EOFError) as err:
+        return {"level": "closed", "why": f"{source}: not a readable .tar.gz source archive ({err})", "source": source,
+                "found": [], "missing": ["README", "documentation pages", "module docstrings"], "docstring_ratio": 0.0}
+    with tar:
         for m in tar:
             if not m.isfile():
                 continue

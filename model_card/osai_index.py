@@ -100,6 +100,9 @@ def _doc(ev: Evidence, components: tuple[str, ...], what: str, fact: str | None 
     rel = [i for i in (_released(ev, c) for c in components) if i is not None]
     if fact and rel and (checked := _fact(ev, fact, rel)) is not None:
         return checked
+    if rel and all(i.status == "claimed" for i in rel):
+        return _p("partial", rel, f"{rel[0].component} claimed at {rel[0].location}; not in the audited files, so "
+                                  f"whether it is {what} cannot be checked (a stated limit)")
     if rel:
         return _p("partial", rel, f"{' / '.join(i.component for i in rel)} present; whether it is {what} "
                                   "is not in the evidence record, so not open")
