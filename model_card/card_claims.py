@@ -38,6 +38,8 @@ HARDWARE = re.compile(r"\b(?:[HABV]100|H200|GH200|B200|A10G?|L40S?|MI\d{3}X?|TPU
 SETUP = re.compile(r"\b(?:nodes?|GPU[- ]hours|tensor[- ]parallel\w*|pipeline[- ]parallel\w*|data[- ]parallel\w*|"
                    r"ZeRO|FSDP|DeepSpeed|Megatron|bf16|bfloat16|fp16|mixed precision|parallelized|world size)\b", re.I)
 TRAINED = re.compile(r"\b(?:pre-?)?train(?:ed|ing)\b|parallel", re.I)
+RESTRICTION = re.compile(r"non-?commercial|research (?:purposes? )?only|not (?:be )?(?:used )?for commercial|"
+                         r"acceptable use policy|prohibited uses?", re.I)
 LOGS = re.compile(r"training logs?|tensorboard|wandb\.ai|learning curves?|loss curves?", re.I)
 EVAL_HEADING = re.compile(r"evaluat|benchmark|results|performance", re.I)
 PEER_VENUE = re.compile(r"\b(?:booktitle|journal)\s*=\s*[{\"]\s*(?!arxiv|corr\b)([^}\"]+)", re.I)
@@ -96,7 +98,7 @@ def _add(claims: dict, kind: str, value: str, source: str) -> None:
 
 def read(card_text: str, repo_id: str | None = None) -> dict:
     """Claims of a card: {kind: [{"value", "source"}]} for kinds code:<component>, code_reference, paper,
-    peer_reviewed, dataset, revision, training_logs, hardware, setup, evaluation. `repo_id` (ORG/NAME of the
+    peer_reviewed, bibtex, dataset, revision, training_logs, hardware, setup, evaluation, use_restriction. `repo_id` (ORG/NAME of the
     card's own repo, when known) keeps only revision links to that repo."""
     text = strip(card_text)
     claims: dict[str, list] = {}
@@ -116,6 +118,8 @@ def read(card_text: str, repo_id: str | None = None) -> dict:
             _add(claims, "paper", f"arxiv:{m.group(1)}", sentence)
         for m in DOI.finditer(sentence):
             _add(claims, "paper", f"doi:{m.group(1).rstrip('.')}", sentence)
+        if RESTRICTION.search(sentence):
+            _add(claims, "use_restriction", _one_line(sentence), sentence)
         if LOGS.search(sentence):
             _add(claims, "training_logs", _one_line(sentence), sentence)
         if HARDWARE.search(sentence) and TRAINED.search(sentence):

@@ -276,6 +276,8 @@ def collect(path: Path, label: str | None = None, repo_id: str | None = None) ->
     links = sorted({re.sub(r"(\.git)?\.*$", "", u) for u in CODE_LINK.findall(text)})
     if links:
         lineage["code_references"] = links
+    for c in claims.get("use_restriction", []):  # a request in prose is not a license term: warned, not scored
+        warnings.append(f"the card's prose restricts use beyond its license ({lic}): \"{c['source']}\"")
     if warnings:
         lineage["warnings"] = warnings
     components = [items[c] if c in items else Item(c, TYPES[c], False, note="not found in the snapshot")

@@ -141,7 +141,7 @@ def _licenses(ev: Evidence) -> dict:
     if "unknown" in status.values() and all(s in ("fully", "unknown") for s in status.values()):
         return _p("partial", items, "the parts whose license is in the evidence are open; the license of the linked "
                                     "parts is not (claimed only): " + desc)
-    if sum(s != "not" for s in status.values()) >= 2:
+    if sum(s in ("fully", "partially") for s in status.values()) >= 2:
         return _p("partial", items, "some parts under open licenses: " + desc)
     return _p("closed", items, "not open: " + desc)
 
