@@ -13,8 +13,9 @@ release card `openness/openness.json`. That is enough to audit the repo on its o
   frameworks count claims, so the verdicts equal the release card's;
 - licenses and the documentation facts (model_card.doc_facts) come from the release card; a fact whose
   source document is in this snapshot is checked again, and the check wins;
-- warnings: a file of the repo whose sha256 differs from the manifest, and a card whose lineage is not the
-  manifest's.
+- warnings: a file of the repo whose sha256 differs from the manifest or is not listed in it (the Hub's own
+  .gitattributes aside), and a card whose lineage is not the manifest's. A Git LFS pointer (what an hf://
+  read leaves for LFS files) is compared by the sha256 it names and stays claimed: its content was not read.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from . import doc_facts
 from .evidence import Evidence, Item, _sha256, card_yaml
+from .hf_snapshot import _lfs_oid
 
 MANIFEST = "release_manifest.json"
 CARD = "openness/openness.json"
@@ -43,11 +45,14 @@ def collect(root: Path, label: str) -> Evidence:
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     card = json.loads((root / CARD).read_text(encoding="utf-8"))
     recorded: dict = manifest.get("files", {})
-    files = [f for f in _files(root) if f != MANIFEST and not f.startswith("openness/")]
-    digests = {f: _sha256(root / f) for f in files}
+    files = [f for f in _files(root) if f not in (MANIFEST, ".gitattributes") and not f.startswith("openness/")]
+    # A Git LFS pointer (an hf:// read never downloads LFS files) stands for its content by the sha256 it names.
+    pointers = {f: oid for f in files if (oid := _lfs_oid(root / f))}
+    digests = {f: pointers.get(f) or _sha256(root / f) for f in files}
     matches = {sub: sum(recorded.get(release_path(sub, f)) == d for f, d in digests.items()) for sub in SUBTREES}
     sub = max(SUBTREES, key=lambda s: (matches[s], -SUBTREES.index(s)))
     local = {release_path(sub, f): d for f, d in digests.items()}
+    local_names = {release_path(sub, f): f for f in files}
     warnings = [f"{f}: sha256 differs from {MANIFEST}" for f in files
                 if release_path(sub, f) in recorded and recorded[release_path(sub, f)] != digests[f]]
     warnings += [f"{f}: not listed in {MANIFEST}" for f in files if release_path(sub, f) not in recorded]
@@ -61,6 +66,11 @@ def collect(root: Path, label: str) -> Evidence:
         base = dict(component=c["component"], type=c["type"], license=c.get("license"))
         if not c.get("released"):
             components.append(Item(**base, released=False, note=c.get("note", "")))
+        elif loc in local and local_names[loc] in pointers:
+            ok = recorded.get(loc) == local[loc]
+            components.append(Item(**base, released=True, location=loc, note=(
+                f"Git LFS pointer in this repository: the sha256 it names {'matches' if ok else 'differs from'} "
+                f"{MANIFEST}; content not downloaded")))
         elif loc in local:
             ok = recorded.get(loc) == local[loc]
             components.append(Item(**base, released=True, location=loc, verified=ok and c.get("verified", False),

@@ -242,3 +242,7 @@ def test_published_repos_audit_as_the_release_card_through_snapshot_download(tmp
         assert card["evidence"]["kind"] == "published-repo" and verdicts(card) == verdicts(release_card), sub
         via_api = audit_json(f"hf://{'datasets/' if rtype == 'dataset' else ''}{repo_id}", "--endpoint", url)
         assert verdicts(via_api) == verdicts(release_card), sub
+        assert "warnings" not in via_api["evidence"]["lineage"], via_api["evidence"]["lineage"].get("warnings")
+        if sub == "model":  # the weights are an LFS file: never downloaded, matched by the Hub's sha256
+            w = {c["component"]: c for c in via_api["evidence"]["components"]}["Model parameters (Final)"]
+            assert w["status"] == "claimed" and "sha256 it names matches release_manifest.json" in w["note"]
