@@ -182,6 +182,18 @@ def test_audit_diff_lists_changes_and_fails_on_regression(tmp_path):
     assert runner.invoke(app, ["audit", "diff", str(a)]).exit_code == 2
 
 
+def test_audit_diff_of_two_mof_records_names_the_class_change():
+    mot = Path(__file__).resolve().parent.parent.parent / "shared" / "openness" / "mot_test_data"
+    if not mot.is_dir():
+        pytest.skip("the Model Openness Tool test records are not on this machine")
+    one, three = sorted(mot.glob("Class1TestFile*.yml"))[0], sorted(mot.glob("Class3RTestFile*.yml"))[0]
+    res = runner.invoke(app, ["audit", "diff", str(one), str(three), "--format", "json", "--fail-on", "regression"])
+    assert res.exit_code == 1
+    what = {c["what"]: c for c in json.loads(res.stdout)["changes"]}
+    assert what["MOF class"]["a"].startswith("Class I ") and what["MOF class"]["b"].startswith("Class III ")
+    assert what["MOF class"]["regression"] and what["MOF Training code"]["a"] == "included"
+
+
 # ---------------------------------------------------------------- our published repos (issue 13.2)
 VERDICTS = (("osaid", "compliant"), ("mof", "class"), ("osai_index", "score"), ("nextcloud", "color"))
 
