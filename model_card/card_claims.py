@@ -59,13 +59,27 @@ def _one_line(s: str) -> str:
     return s if len(s) <= MAX_SOURCE else s[:MAX_SOURCE - 1] + "…"
 
 
+BLOCK_LINE = re.compile(r"^\s*(?:#|\||[*+>-]\s|\d+[.)]\s|<|$)")
 SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?=[\w/\\,]))+(?:[.!?]+|\n|$)")
+
+
+def _join_wrapped(text: str) -> str:
+    out: list[str] = []
+    for line in text.split("\n"):
+        if out and not BLOCK_LINE.match(line) and not BLOCK_LINE.match(out[-1]) and not out[-1].startswith("    "):
+            out[-1] = out[-1].rstrip() + " " + line.strip()
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def _sentences(text: str):
     """(sentence, start offset) over the prose, fenced code blocks left out (a line in a code example is not a
     statement about the model); a dot inside a URL or number does not end a sentence."""
     prose = FENCE.sub(lambda m: "\n" * m.group().count("\n"), text)
+    # A paragraph wrapped over several lines is one text (Markdown joins them); headings, list items, table
+    # rows and quotes keep their own line.
+    prose = _join_wrapped(prose)
     for m in SENTENCE.finditer(prose):
         if m.group().strip():
             yield m.group(), m.start()

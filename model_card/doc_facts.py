@@ -91,10 +91,13 @@ def hardware(texts: dict[str, str]) -> dict:
         for sentence, _ in card_claims._sentences(card_claims.strip(text)):
             if hw is None and HARDWARE.search(sentence) and card_claims.TRAINED.search(sentence):
                 hw = (path, card_claims._one_line(sentence), sentence)
-            if setup is None and SETUP.search(sentence) and (hw is None or sentence != hw[2]):
+            if setup is None and SETUP.search(sentence):
                 setup = (path, card_claims._one_line(sentence), sentence)
     found = [k for k, v in (("hardware", hw), ("training setup", setup)) if v]
-    parts = [f"{k} stated in {v[0]}: \"{v[1]}\"" for k, v in (("hardware", hw), ("training setup", setup)) if v]
+    if hw and setup and hw[2] == setup[2]:  # one sentence states both
+        parts = [f"hardware and training setup stated in {hw[0]}: \"{hw[1]}\""]
+    else:
+        parts = [f"{k} stated in {v[0]}: \"{v[1]}\"" for k, v in (("hardware", hw), ("training setup", setup)) if v]
     missing = [k for k in ("hardware", "training setup") if k not in found]
     why = "; ".join(parts) + (f"; not stated: {', '.join(missing)}" if missing else "") if parts else \
         "neither the hardware nor the training setup is stated"
