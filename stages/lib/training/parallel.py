@@ -92,7 +92,10 @@ class Sharded:
         else:
             self.device = torch.device("cpu")
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if gpu else "gloo")
+            if "RANK" in os.environ:  # torchrun / srun
+                dist.init_process_group("nccl" if gpu else "gloo")
+            else:  # one plain process (a sharded checkpoint resumed at world size 1): an in-memory store
+                dist.init_process_group("nccl" if gpu else "gloo", store=dist.HashStore(), rank=0, world_size=1)
         self.mesh = init_device_mesh(self.device.type, sizes, mesh_dim_names=names)
         self.pc, self.dist = pc, dist
         self.num_processes, self.process_index = dist.get_world_size(), dist.get_rank()
