@@ -47,6 +47,16 @@ def epochs_for(p: Mix, lang: str, category: str, source: str = "") -> float:
     return p.weights.get(f"{lang}--{category}", p.default_epochs) * lw * p.source_weights.get(source, 1.0)
 
 
+def check_weights(p: Mix, present: set[tuple[str, str]]) -> None:
+    """Every weight must name a (lang, category) group that exists: a typo would silently fall back to
+    default_epochs. Shared with `lucie mix-plan` (stages/mix_plan.py)."""
+    unmatched = sorted(k for k in p.weights if tuple(k.split("--", 1)) not in present)
+    unmatched += sorted(f"lang_weights.{k}" for k in p.lang_weights if k != "other" and k not in {l for l, _ in present})
+    if unmatched:
+        raise StageError(f"mix weights match no document group: {unmatched}; groups here: "
+                         f"{sorted(f'{l}--{c}' for l, c in present)}")
+
+
 def is_valid(seed: int, doc_id: str, fraction: float) -> bool:
     return h64(seed, "valid", doc_id) < fraction * 2**64
 
@@ -155,12 +165,7 @@ def run(ctx: StageContext) -> None:
     docs = list(io.read_docs(ctx.path(IN)))
     valid = [d for d in docs if is_valid(seed, d["id"], p.valid_fraction)]
     train = [d for d in docs if not is_valid(seed, d["id"], p.valid_fraction)]
-    present = {(d["lang"], d["category"]) for d in docs}
-    unmatched = sorted(k for k in p.weights if tuple(k.split("--", 1)) not in present)
-    unmatched += sorted(f"lang_weights.{k}" for k in p.lang_weights if k != "other" and k not in {l for l, _ in present})
-    if unmatched:  # a typo would silently fall back to default_epochs
-        raise StageError(f"mix weights match no document group: {unmatched}; groups here: "
-                         f"{sorted(f'{l}--{c}' for l, c in present)}")
+    check_weights(p, {(d["lang"], d["category"]) for d in docs})
     tokens = count_tokens(ctx.path(TOKENIZER), docs)
     stream = schedule(train, p, seed, p.chronological)
     phases = phase_streams(ctx.params, train, lambda d: tokens[d["id"]])
