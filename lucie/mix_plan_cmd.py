@@ -8,7 +8,8 @@ the statistics file and renders the plan.
 
 The statistics file is Lucie's stats_datasets.csv format (../shared/lucie/README.md): a header line, then one
 comma-separated row per sub-corpus, fields padded with spaces; the columns used are `language`, `name`, `subset`,
-`category` and `B tokens` (billions). Rows whose `name` is `---` are totals and are skipped. The canonical name of a
+`category` and `B tokens` (billions). Rows whose `name` is `---` are totals (overall when `language` is `---`):
+they are not sub-corpora, but each must match the sum of its rows up to their rounding. The canonical name of a
 sub-corpus is Lucie's: `name` with `.` replaced by `--`, then `--subset` when a subset is given.
 """
 from __future__ import annotations
@@ -49,24 +50,25 @@ def read_stats(path: Path):
     if missing:
         raise StatsError(f"{path}:1: header lacks column(s) {', '.join(missing)} (has: {', '.join(header)})")
     col = {c: header.index(c) for c in REQUIRED}
-    parts, seen = [], {}
+    parts, seen, totals = [], {}, {}
     for lineno, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue  # blank line
         if len(row) != len(header):
             raise StatsError(f"{path}:{lineno}: {len(row)} fields, the header has {len(header)}")
         f = {c: row[i].strip() for c, i in col.items()}
-        if f["name"] == "---":
-            continue  # a total row
-        for c in ("language", "name", "category"):
-            if not f[c]:
-                raise StatsError(f"{path}:{lineno}: empty '{c}'")
         try:
             billions = Decimal(f["B tokens"])
         except InvalidOperation:
             raise StatsError(f"{path}:{lineno}: 'B tokens' is {f['B tokens']!r}, not a number") from None
         if not billions.is_finite() or billions < 0:
             raise StatsError(f"{path}:{lineno}: 'B tokens' is {f['B tokens']!r}; expected a number >= 0")
+        if f["name"] == "---":  # a total row: all sub-corpora (language '---') or one language's
+            totals[f["language"]] = (lineno, billions)
+            continue
+        for c in ("language", "name", "category"):
+            if not f[c]:
+                raise StatsError(f"{path}:{lineno}: empty '{c}'")
         name = canonical_name(f["name"], f["subset"])
         if name in seen:
             raise StatsError(f"{path}:{lineno}: sub-corpus {name} repeats line {seen[name]}")
@@ -74,7 +76,23 @@ def read_stats(path: Path):
         parts.append(Part(name, f["language"], f["category"], Fraction(billions) * 10**9))
     if not parts:
         raise StatsError(f"{path}: no sub-corpus rows (only a header or totals)")
+    check_totals(path, parts, totals)
     return parts
+
+
+def check_totals(path: Path, parts, totals: dict) -> None:
+    """The file's total rows must equal the sum of their sub-corpus rows, up to each row's rounding (half a unit of
+    the total's last decimal per row): a deleted or altered row is an error naming the total's line."""
+    for lang, (lineno, total) in totals.items():
+        members = [p for p in parts if lang in ("---", "") or p.lang == lang]
+        label = "overall" if lang in ("---", "") else f"'{lang}'"
+        if not members:
+            raise StatsError(f"{path}:{lineno}: a {label} total row, but no sub-corpus row of that language")
+        summed = sum((Fraction(p.tokens) for p in members), Fraction(0)) / 10**9
+        unit = Fraction(1, 10 ** max(0, -total.as_tuple().exponent))
+        if abs(summed - Fraction(total)) > unit / 2 * (len(members) + 1):
+            raise StatsError(f"{path}:{lineno}: the {label} total says {total} B tokens, but its {len(members)} "
+                             f"sub-corpus rows sum to {float(summed):.3f} B: a row is missing or altered")
 
 
 def to_markdown(result: dict, recipe: str, stats: Path) -> str:

@@ -145,6 +145,12 @@ def test_write_data_path_is_megatrons_weight_prefix_list(tmp_path):
     (lambda s: s.replace("Talk          ,       ", "Web--en       ,2020   "), ":8:", "Web--en--2020 repeats line 4"),
     (lambda s: s.replace(" B tokens,", " tokens,"), ":1:", "header lacks column(s) B tokens"),
     (lambda s: "", ":1:", "empty file"),
+    (lambda s: s.replace(row("fr", "Books", "", "book", "2.000") + "\n", ""), ":2:",
+     "the overall total says 7.500 B tokens, but its 4 sub-corpus rows sum to 5.500 B"),
+    (lambda s: s.replace("    7.500,", "    9.500,").replace(row("en", "Web.en", "2020", "web", "4.000"),
+                                                             row("en", "Web.en", "2020", "web", "6.000")),
+     ":3:", "the 'en' total says 4.000 B tokens, but its 1 sub-corpus rows sum to 6.000 B"),
+    (lambda s: s.replace("    7.500,", "    7.5x0,"), ":2:", "'B tokens' is '7.5x0', not a number"),
 ])
 def test_a_malformed_statistics_file_is_an_error_naming_the_line(tmp_path, edit, where, what):
     root = project(tmp_path)
@@ -159,6 +165,16 @@ def test_a_malformed_statistics_file_is_an_error_naming_the_line(tmp_path, edit,
 def test_a_weight_matching_no_sub_corpus_is_an_error(tmp_path):
     res = run_plan(project(tmp_path, weights={**WEIGHTS, "de--web": 1}))
     assert res.exit_code == 2 and "de--web" in res.output and "match no document group" in res.output
+
+
+def test_without_recipe_the_active_params_yaml_decides(tmp_path):
+    root = project(tmp_path)
+    (root / "params.yaml").write_text((root / "recipes/hand.yaml").read_text())
+    res = runner.invoke(app, ["mix-plan", "--stats", str(root / "stats.csv"), "--root", str(root), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["subcorpora"]["Books"]["epochs"] == 2.0
+    assert "recipe `hand`" in runner.invoke(app, ["mix-plan", "--stats", str(root / "stats.csv"), "--root",
+                                                  str(root)]).output
 
 
 def test_unknown_recipe_or_format_is_bad_usage(tmp_path):
