@@ -3,7 +3,7 @@
 Why: Lucie computed its blend (share of each sub-corpus before and after weighting, epochs, 762,144,585 samples of
 4,096 tokens) from per-sub-corpus statistics and dataset_weights.yaml, before any training. A reproducer needs the
 same view of a recipe without holding the corpus, and, on Megatron-DeepSpeed, the `--data-path` string that trains
-on exactly that blend. The arithmetic is stages/mix_plan.py, shared with the `mix` stage; this module only reads
+on exactly that blend. The arithmetic is stages/lib/mix_plan.py, shared with the `mix` stage; this module only reads
 the statistics file and renders the plan.
 
 The statistics file is Lucie's stats_datasets.csv format (../shared/lucie/README.md): a header line, then one
@@ -33,8 +33,8 @@ def canonical_name(name: str, subset: str = "") -> str:
 
 
 def read_stats(path: Path):
-    """The sub-corpora of a statistics file as stages.mix_plan.Part, in file order."""
-    from stages.mix_plan import Part
+    """The sub-corpora of a statistics file as stages.lib.mix_plan.Part, in file order."""
+    from stages.lib.mix_plan import Part
 
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -130,9 +130,9 @@ def main(stats: Path, recipe: str | None, fmt: str, write_data_path: Path | None
          root: Path, echo, err) -> int:
     """Exit codes: 0 printed; 2 bad usage (unknown format or recipe, unreadable statistics, weights that match
     nothing in them)."""
-    from stages.mix_plan import plan
-    from stages.params import ParamsError, load
-    from stages.runtime import StageError
+    from stages.lib.mix_plan import plan
+    from stages.core.params import ParamsError, load
+    from stages.core.runtime import StageError
 
     if fmt not in ("md", "json"):
         err(f"error: unknown format {fmt!r}; use md or json")

@@ -3,12 +3,12 @@
 Rule order: URL blocklist -> language ID -> Gopher repetition -> Gopher quality -> C4 -> perplexity.
 The text rules apply to natural-language documents (`filter.text_langs`); code only meets the URL rule
 (Lucie took TheStack as deduplicated upstream). A document meets only its category's rule set (each rule's
-`categories`, stages/rule_sets.py): Lucie ran the web heuristics on its web crawl, not on its curated sources. Lucie applied the C4 rules as document-level signals
-(RedPajama-V2), so C4 only decides: a kept document keeps its original text. Perplexity is last because
+`categories`, stages/lib/rule_sets.py): Lucie ran the web heuristics on its web crawl, not on its curated
+sources. Lucie applied the C4 rules as document-level signals (RedPajama-V2), so C4 only decides: a kept document keeps its original text. Perplexity is last because
 it is the most expensive rule and only survivors need it.
 
 Two engines take the same decisions (`filter.engine`):
-- `fast` (default): stages/filter_rules.py, which splits each document into words once and shares them
+- `fast` (default): stages/lib/filter_rules.py, which splits each document into words once and shares them
   between rules; ~7-8x datatrove's throughput (benchmarks/filter_speed.py).
 - `datatrove`: datatrove's own blocks (URLFilter, GopherRepetition/Quality, C4QualityFilter), the
   reference Lucie's authors ran; the value and threshold of a drop come from the fast rule of the same
@@ -26,12 +26,12 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
-from . import executor
-from . import filter_rules as fr
-from . import io
-from . import rule_sets as rs
-from .params import WORD_TOKENIZER, Filter
-from .runtime import Ledger, StageContext, StageError, console, progress, stage
+from stages.core import executor
+from stages.lib import filter_rules as fr
+from stages.lib import rule_sets as rs
+from stages.core import files
+from stages.core.params import WORD_TOKENIZER, Filter
+from stages.core.runtime import Ledger, StageContext, StageError, console, progress, stage
 
 IN, OUT = "data/raw", "data/filtered"
 PERPLEXITY_OFF = "perplexity filter off: no KenLM model configured"
@@ -222,7 +222,7 @@ class Chain:
         return self._text[lang]
 
     def rules_for(self, doc: dict) -> list:
-        """The rules of the document's rule set (its category's, stages/rule_sets.py) that can run on it."""
+        """The rules of the document's rule set (its category's, stages/lib/rule_sets.py) that can run on it."""
         cat = doc["category"]
         rules = [("url", self.url)] if self.url and doc["url"] and rs.applies(self.p, "url", cat) else []
         if doc["lang"] in self.p.text_langs:
@@ -286,7 +286,7 @@ class FilterTask:
 
     def __call__(self, rank: int, world_size: int, out: Path) -> dict:
         chain = self.chain()
-        start, end = executor.row_range(io.count_docs(self.src), rank, world_size)
+        start, end = executor.row_range(files.count_docs(self.src), rank, world_size)
         ledger, dropped = Ledger(), []
         per_source: dict[str, Counter] = {}
         per_rule_set: dict[str, Counter] = {}  # category -> counts: which rule set each document met
@@ -320,8 +320,8 @@ class FilterTask:
                                 "check": d.check, "value": d.value, "threshold": d.threshold, "detail": d.detail,
                                 "rule_set": doc["category"]})
 
-        io.write_manifest(out, io.write_docs(out, kept(), self.rows_per_shard))
-        io.write_jsonl(out / "dropped.jsonl", dropped)
+        files.write_manifest(out, files.write_docs(out, kept(), self.rows_per_shard))
+        files.write_jsonl(out / "dropped.jsonl", dropped)
         return {"rows": [start, end], "read": ledger.read, "kept": ledger.kept, "dropped": dict(ledger.dropped),
                 "rejected": dict(ledger.rejected), "by_check": dict(by_check),
                 "per_source": {s: dict(c) for s, c in per_source.items()},
@@ -331,14 +331,14 @@ class FilterTask:
 def merge(dirs: list[Path], out: Path) -> tuple[Ledger, dict[str, Counter], Counter, dict[str, Counter]]:
     """The tasks' outputs, in rank order, as the stage's output folder; their counters summed."""
     ledger, per_source, by_check, per_rule_set = Ledger(), {}, Counter(), {}
-    with io.atomic_dir(out) as tmp:
-        io.write_manifest(tmp, executor.merge_parts(dirs, tmp))
+    with files.atomic_dir(out) as tmp:
+        files.write_manifest(tmp, executor.merge_parts(dirs, tmp))
         with open(tmp / "dropped.jsonl", "wb") as f:
             for d in dirs:
                 with open(d / "dropped.jsonl", "rb") as part:
                     shutil.copyfileobj(part, f)
         for d in dirs:
-            t = io.read_json(d / executor.TASK_RESULT)
+            t = files.read_json(d / executor.TASK_RESULT)
             ledger.read += t["read"]
             ledger.kept += t["kept"]
             ledger.dropped.update(t["dropped"])

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from lucie.cli import app
 from lucie.mix_plan_cmd import StatsError, canonical_name, data_path, read_stats
 from repo_copy import PROJECT
-from stages.mix import schedule
-from stages.mix_plan import Part, plan, round_half_even
-from stages.params import Mix
+from stages.lib.mixing import schedule
+from stages.lib.mix_plan import Part, plan, round_half_even
+from stages.core.params import Mix
 
 runner = CliRunner()
 LUCIE_STATS = PROJECT.parent / "shared/lucie/stats_datasets.csv"

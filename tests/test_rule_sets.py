@@ -1,4 +1,4 @@
-"""Filter rule sets per source category (stages/rule_sets.py): Lucie's web heuristics on web documents only.
+"""Filter rule sets per source category (stages/lib/rule_sets.py): Lucie's web heuristics on web documents only.
 
 Real components: the project's recipes, ingest and the filter stage with fastText's lid.176, on hand-made records
 and on the real curated text of ../shared/corpora (novels, short stories, German federal law)."""
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import filter as filt, ingest, io, params
-from stages.rule_sets import RULES, named_categories, rule_set
+from stages import filter as filt, ingest
+from stages.core import files as io, params
+from stages.lib.rule_sets import RULES, named_categories, rule_set
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"

@@ -1,8 +1,11 @@
 """Typed schema of params.yaml: one model per stage section, validated before any work.
 
-Every stage calls `load()` first (through stages.runtime.stage). An unknown key, a wrong type or an impossible
+Every stage calls `load()` first (through stages.core.runtime.stage). An unknown key, a wrong type or an impossible
 combination raises `ParamsError` naming the dotted key (e.g. `pretrain.lr`), so a typo
 in params.yaml never silently falls back to a default after an hour of compute.
+
+Why one module of ~700 lines: it is the one place that says what params.yaml may hold, section after section in
+dvc.yaml's order; cross-section checks (e.g. a phase's seq_len against the model) need every section at hand.
 """
 from __future__ import annotations
 
@@ -82,14 +85,14 @@ class Ingest(Strict):
 # ---------------------------------------------------------------- filter
 class URLRule(Strict):
     enabled: bool = True
-    categories: list[str] | None = None  # the source categories this rule applies to; null: all (stages/rule_sets.py)
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     extra_domains: list[str] = []
     banned_words: list[str] = []
 
 
 class GopherQuality(Strict):
     enabled: bool = True
-    categories: list[str] | None = None  # the source categories this rule applies to; null: all (stages/rule_sets.py)
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     min_doc_words: int = 50
     max_doc_words: int = 100_000
     min_avg_word_length: float = 3
@@ -103,7 +106,7 @@ class GopherQuality(Strict):
 
 class GopherRepetition(Strict):
     enabled: bool = True
-    categories: list[str] | None = None  # the source categories this rule applies to; null: all (stages/rule_sets.py)
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     dup_line_frac: float = 0.3
     dup_para_frac: float = 0.3
     dup_line_char_frac: float = 0.2
@@ -114,7 +117,7 @@ class GopherRepetition(Strict):
 
 class C4(Strict):
     enabled: bool = True
-    categories: list[str] | None = None  # the source categories this rule applies to; null: all (stages/rule_sets.py)
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     min_num_sentences: int = 3  # Lucie: rps_doc_num_sentences < 3
     min_words_per_line: int = 3
     filter_no_terminal_punct: bool = False
@@ -126,7 +129,7 @@ class C4(Strict):
 
 class LanguageRule(Strict):
     enabled: bool = True
-    categories: list[str] | None = None  # the source categories this rule applies to; null: all (stages/rule_sets.py)
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     model: str = "assets/lid/lid.176.ftz"  # fastText lid.176, fetched by `make setup`
     min_score: float = Field(default=0.65, ge=0, le=1)
 
@@ -138,7 +141,7 @@ class Perplexity(Strict):
     model: str | dict[str, str] | None = None
     # CCNet's SentencePiece model, same forms; null scores the normalised whitespace words instead.
     sp_model: str | dict[str, str] | None = None
-    categories: list[str] | None = None  # the source categories this rule applies to; null: all (stages/rule_sets.py)
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     min: float = Field(default=10, ge=0)
     max: float = Field(default=1000, gt=0)
 
@@ -152,7 +155,7 @@ class Perplexity(Strict):
 
 
 class Filter(Strict):
-    # fast: stages/filter_rules.py (each document tokenized once); datatrove: datatrove's own blocks.
+    # fast: stages/lib/filter_rules.py (each document tokenized once); datatrove: datatrove's own blocks.
     # Both take the same decisions (tests/test_filter_rules.py, benchmarks/filter_speed.py).
     engine: Literal["fast", "datatrove"] = "fast"
     text_langs: list[str] = ["en", "fr", "de", "es", "it"]  # text rules apply to these; code gets the URL rule only
@@ -203,7 +206,7 @@ class Mix(Strict):
 
 # ---------------------------------------------------------------- executor (data stages' scale-out)
 class SlurmExecutor(Strict):
-    """What datatrove's SlurmPipelineExecutor writes into its sbatch array script (`python -m stages.executor
+    """What datatrove's SlurmPipelineExecutor writes into its sbatch array script (`python -m stages.core.executor
     --sbatch filter` prints it). One array task per datatrove task; `executor.workers` caps how many run at once."""
     partition: str = "cpu"
     time: str = Field(default="04:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")

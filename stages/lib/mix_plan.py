@@ -2,9 +2,9 @@
 
 Why this module: a recipe's `mix` section (Lucie's dataset_weights.yaml semantics) is what decides the blend,
 and a reproducer must be able to see what it does to a corpus *before* a run, from published token counts alone
-(`lucie mix-plan --stats`, e.g. Lucie's stats_datasets.csv). The epochs come from `mix.epochs_for` and the weight
-check from `mix.check_weights`, the functions the `mix` stage schedules its stream with, so the plan is what a
-run would do: the stream of `mix.schedule` holds each part's tokens x its epochs (exactly for whole epochs;
+(`lucie mix-plan --stats`, e.g. Lucie's stats_datasets.csv). The epochs come from `mixing.epochs_for` and the weight
+check from `mixing.check_weights`, the functions the `mix` stage schedules its stream with, so the plan is what a
+run would do: the stream of `mixing.schedule` holds each part's tokens x its epochs (exactly for whole epochs;
 fractional epochs take round(fraction x documents) of a shuffled pass).
 
 Lucie's own computation (Lucie-Training `training/collect_data_and_weights.py`): reweighted = tokens x epochs;
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import floor
 
-from .mix import check_weights, epochs_for
-from .params import Mix
+from stages.core.params import Mix
+from stages.lib.mixing import check_weights, epochs_for
 
 PARALLEL = "parallel"  # language pairs (fr-en, de-fr, ...): Lucie's "aligned" row of the per-language table
 

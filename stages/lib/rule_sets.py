@@ -14,7 +14,7 @@ the URL rule a URL. The drop records and metrics/filter.json name the rule set (
 """
 from __future__ import annotations
 
-from .params import Filter
+from stages.core.params import Filter
 
 RULES = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "perplexity")  # the filter's order
 
