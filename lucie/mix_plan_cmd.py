@@ -100,6 +100,8 @@ def to_markdown(result: dict, recipe: str, stats: Path) -> str:
              f"{result['total_tokens_before_b']:,.3f} B tokens before weighting, "
              f"{result['total_tokens_after_b']:,.3f} B after; {result['samples']:,} samples of "
              f"{result['seq_len']:,} tokens.", "",
+             *([f"No weight for (default_epochs): {', '.join(result['default_epochs_for'])}.", ""]
+               if result["default_epochs_for"] else []),
              "| language | share before | share after | B tokens after |", "|---|---:|---:|---:|"]
     for lang, v in result["languages"].items():
         lines.append(f"| {lang} | {v['share_before']:.3f} % | {v['share_after']:.3f} % | {v['tokens_after_b']:,.3f} |")

@@ -48,7 +48,7 @@ def project(tmp_path: Path, weights=WEIGHTS, seq_len: int = 4096) -> Path:
     params["mix"]["weights"] = weights
     params["tokenize"]["seq_len"] = seq_len
     params["model"]["max_position_embeddings"] = max(seq_len, params["model"]["max_position_embeddings"])
-    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes").mkdir(parents=True)
     (tmp_path / "recipes/hand.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (tmp_path / "stats.csv").write_text(SMALL)
     return tmp_path
@@ -96,6 +96,15 @@ def test_arithmetic_shares_epochs_weights_and_samples(tmp_path):
     }
     assert out["total_tokens_before_b"] == 7.5 and out["total_tokens_after_b"] == 13.5
     assert out["samples"] == 13_500_000_000 // 4096 == 3_295_898
+
+
+def test_sub_corpora_without_a_weight_get_default_epochs_and_are_named(tmp_path):
+    weights = {k: v for k, v in WEIGHTS.items() if k != "fr--book"}
+    root = project(tmp_path, weights=weights)
+    out = json.loads(run_plan(root, "-f", "json").output)
+    assert out["default_epochs_for"] == ["Books"] and out["subcorpora"]["Books"]["epochs"] == 1.0  # tiny's default
+    assert "No weight for (default_epochs): Books." in run_plan(root).output
+    assert json.loads(run_plan(project(tmp_path / "w"), "-f", "json").output)["default_epochs_for"] == []
 
 
 def test_samples_follow_the_recipes_sequence_length(tmp_path):

@@ -54,7 +54,8 @@ def round_half_even(x: Fraction, decimals: int) -> float:
 
 def plan(parts: list[Part], mix: Mix, seq_len: int) -> dict:
     """The blend of `parts` under `mix`, as the JSON of `lucie mix-plan`: sub-corpora by decreasing share after
-    weighting (the order of the --data-path string; ties by name), languages likewise."""
+    weighting (the order of the --data-path string; ties by name), languages likewise; `default_epochs_for`
+    names the sub-corpora whose '<lang>--<category>' has no weight (they get `mix.default_epochs`, as in the stage)."""
     names = [p.name for p in parts]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -86,7 +87,8 @@ def plan(parts: list[Part], mix: Mix, seq_len: int) -> dict:
     langs = {lang: {"share_before": pct(b, total_before), "share_after": pct(a, total_after),
                     "tokens_after_b": round_half_even(a / 10**9, 3)}
              for lang, (b, a) in sorted(by_lang.items(), key=lambda kv: (-kv[1][1], kv[0]))}
-    return {"subcorpora": sub, "languages": langs,
+    unweighted = sorted(p.name for p in parts if f"{p.lang}--{p.category}" not in mix.weights)
+    return {"subcorpora": sub, "languages": langs, "default_epochs_for": unweighted,
             "total_tokens_before_b": round_half_even(total_before / 10**9, 3),
             "total_tokens_after_b": round_half_even(total_after / 10**9, 3),
             "samples": floor(total_after / seq_len), "seq_len": seq_len}
