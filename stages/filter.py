@@ -4,8 +4,9 @@ Rule order: URL blocklist -> language ID -> Gopher repetition -> Gopher quality 
 The text rules apply to natural-language documents (`filter.text_langs`); code only meets the URL rule
 (Lucie took TheStack as deduplicated upstream). A document meets only its category's rule set (each rule's
 `categories`, stages/lib/rule_sets.py): Lucie ran the web heuristics on its web crawl, not on its curated
-sources. Lucie applied the C4 rules as document-level signals (RedPajama-V2), so C4 only decides: a kept document keeps its original text. Perplexity is last because
-it is the most expensive rule and only survivors need it.
+sources. Lucie applied the C4 rules as document-level signals (RedPajama-V2), so C4 only decides: a kept
+document keeps its original text. Perplexity is last because it is the most expensive rule and only survivors
+need it.
 
 Two engines take the same decisions (`filter.engine`):
 - `fast` (default): stages/lib/filter_rules.py, which splits each document into words once and shares them
