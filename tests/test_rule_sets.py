@@ -142,3 +142,18 @@ def test_real_curated_text_is_kept(make_ctx, tmp_path, category):
     assert set(m["rule_sets"]) == {category}
     drops = Counter(json.loads(x)["rule"] for x in (tmp_path / "data/filtered/dropped.jsonl").read_text().splitlines())
     assert set(drops) <= {"language"}, drops
+
+
+@need_lid
+@pytest.mark.parametrize("engine", ["fast", "datatrove"])
+def test_both_engines_meet_only_the_documents_rule_set(engine):
+    p = recipe("tiny").filter.model_copy(update={"engine": engine, "language": recipe("tiny").filter.language.model_copy(
+        update={"model": str(LID)})})
+    chain = filt.Chain(p, PROJECT)
+    doc = {"id": "x", "text": PLAY, "lang": "en", "url": "https://example.org/play", "source": "s"}
+    names = {cat: [n for n, _ in chain.rules_for({**doc, "category": cat})] for cat in ("web", "book", "wiki")}
+    assert names == {"web": ["url", "language", "gopher_repetition", "gopher_quality", "c4"], "book": ["language"],
+                     "wiki": []}
+    assert [n for n, _ in chain.rules_for({**doc, "lang": "code", "category": "programming"})] == ["url"]
+    assert filt.decide(chain, {**doc, "category": "book"}) == ("keep", None, "")
+    assert filt.decide(chain, {**doc, "category": "web"})[:2] == ("drop", "gopher_repetition")
