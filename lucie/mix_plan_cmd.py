@@ -40,6 +40,8 @@ def read_stats(path: Path):
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise StatsError(f"{path}: no such statistics file") from None
+    except OSError as err:
+        raise StatsError(f"{path}: cannot read it ({err.strerror or err})") from None
     except UnicodeDecodeError as err:
         raise StatsError(f"{path}: not UTF-8 text ({err})") from None
     rows = list(csv.reader(text.splitlines()))
@@ -157,7 +159,11 @@ def main(stats: Path, recipe: str | None, fmt: str, write_data_path: Path | None
     echo(json.dumps(result, indent=2) + "\n" if fmt == "json" else to_markdown(result, label, stats))
     if write_data_path is not None:
         text, zero = data_path(result, data_dir)
-        write_data_path.write_text(text, encoding="utf-8")
+        try:
+            write_data_path.write_text(text, encoding="utf-8")
+        except OSError as e:
+            err(f"error: --write-data-path {write_data_path}: cannot write it ({e.strerror or e})")
+            return 2
         if zero:
             err(f"note: left out of {write_data_path} (weight 0.000000000 at 9 decimals): {', '.join(zero)}")
     return 0

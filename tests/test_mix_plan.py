@@ -171,6 +171,14 @@ def test_a_malformed_statistics_file_is_an_error_naming_the_line(tmp_path, edit,
     assert res.exit_code == 2 and f"stats.csv{where}" in res.output
 
 
+def test_unreadable_statistics_or_unwritable_data_path_is_one_line(tmp_path):
+    root = project(tmp_path)
+    res = runner.invoke(app, ["mix-plan", "--stats", str(root), "--recipe", "hand", "--root", str(root)])
+    assert res.exit_code == 2 and f"{root}: cannot read it" in res.output
+    res = run_plan(root, "--write-data-path", str(root / "missing-dir" / "dp.txt"))
+    assert res.exit_code == 2 and "--write-data-path" in res.output and "cannot write it" in res.output
+
+
 def test_a_weight_matching_no_sub_corpus_is_an_error(tmp_path):
     res = run_plan(project(tmp_path, weights={**WEIGHTS, "de--web": 1}))
     assert res.exit_code == 2 and "de--web" in res.output and "match no document group" in res.output
