@@ -70,6 +70,15 @@ def test_a_rule_without_categories_applies_to_every_category():
     assert "c4" not in rule_set(off, "book")  # a disabled rule is in no rule set
 
 
+@pytest.mark.parametrize("cats", [["web", "web"], ["web", ""], [" book"]])
+def test_a_malformed_category_list_is_a_params_error(cats):
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw["filter"]["c4"]["categories"] = cats
+    with pytest.raises(params.ParamsError) as err:
+        params.parse(raw)
+    assert "c4.categories" in str(err.value) and "once" in str(err.value)
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -166,6 +166,15 @@ class Filter(Strict):
     language: LanguageRule = LanguageRule()
     perplexity: Perplexity = Perplexity()
 
+    @model_validator(mode="after")
+    def _categories(self):  # rule sets per category: stages/lib/rule_sets.py
+        for rule in ("url", "language", "gopher_repetition", "gopher_quality", "c4", "perplexity"):
+            cats = getattr(self, rule).categories or []
+            bad = sorted({c for c in cats if not c.strip() or c != c.strip()} | {c for c in cats if cats.count(c) > 1})
+            if bad:
+                raise ValueError(f"{rule}.categories: {bad} (each a category name such as web or book, once)")
+        return self
+
 
 # ---------------------------------------------------------------- dedup + mix
 class MinHash(Strict):
