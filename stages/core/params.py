@@ -85,12 +85,14 @@ class Ingest(Strict):
 # ---------------------------------------------------------------- filter
 class URLRule(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     extra_domains: list[str] = []
     banned_words: list[str] = []
 
 
 class GopherQuality(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     min_doc_words: int = 50
     max_doc_words: int = 100_000
     min_avg_word_length: float = 3
@@ -104,6 +106,7 @@ class GopherQuality(Strict):
 
 class GopherRepetition(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     dup_line_frac: float = 0.3
     dup_para_frac: float = 0.3
     dup_line_char_frac: float = 0.2
@@ -114,6 +117,7 @@ class GopherRepetition(Strict):
 
 class C4(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     min_num_sentences: int = 3  # Lucie: rps_doc_num_sentences < 3
     min_words_per_line: int = 3
     filter_no_terminal_punct: bool = False
@@ -125,6 +129,7 @@ class C4(Strict):
 
 class LanguageRule(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     model: str = "assets/lid/lid.176.ftz"  # fastText lid.176, fetched by `make setup`
     min_score: float = Field(default=0.65, ge=0, le=1)
 
@@ -136,6 +141,7 @@ class Perplexity(Strict):
     model: str | dict[str, str] | None = None
     # CCNet's SentencePiece model, same forms; null scores the normalised whitespace words instead.
     sp_model: str | dict[str, str] | None = None
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     min: float = Field(default=10, ge=0)
     max: float = Field(default=1000, gt=0)
 
@@ -159,6 +165,15 @@ class Filter(Strict):
     c4: C4 = C4()
     language: LanguageRule = LanguageRule()
     perplexity: Perplexity = Perplexity()
+
+    @model_validator(mode="after")
+    def _categories(self):  # rule sets per category: stages/lib/rule_sets.py
+        for rule in ("url", "language", "gopher_repetition", "gopher_quality", "c4", "perplexity"):
+            cats = getattr(self, rule).categories or []
+            bad = sorted({c for c in cats if not c.strip() or c != c.strip()} | {c for c in cats if cats.count(c) > 1})
+            if bad:
+                raise ValueError(f"{rule}.categories: {bad} (each a category name such as web or book, once)")
+        return self
 
 
 # ---------------------------------------------------------------- dedup + mix
