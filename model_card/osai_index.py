@@ -12,6 +12,13 @@ or a base/end model split. Policy (never guess "open"):
 - a document parameter whose "open" level needs comprehensiveness the record cannot show
   (model card, datasheet, preprint) is "partial" when the document is present (present proves
   more than "none", nothing proves "comprehensive"), "closed" when absent;
+- documentation parameters come from checked facts when the collector recorded them
+  (`lineage["facts"]`, model_card.doc_facts: model card sections, Gebru's datasheet sections, a stated
+  hardware and training setup, README/docs/docstrings of the source archive); a document only claimed
+  (linked from a card) is "partial": it cannot be checked (a stated limit, model_card.limits);
+- preprint: an archived research paper (in the release or cited by the card) is "open", a technical
+  report alone "partial"; paper (peer review): "open" only for a venue the evidence names;
+- licenses: a part claimed by a link carries no license in the evidence: "unknown", neither open nor not;
 - the record describes one model: note §3.2 datasources_basemodel "mirrors end model if no
   base/end distinction"; weights are mirrored the same way. When the lineage names an external
   base model (`lineage["base_model"]`), the base-model parameters are "closed" (no evidence).
