@@ -46,7 +46,12 @@ def fetch(spec: str, dest: Path, endpoint: str | None = None, token: str | bool 
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
+    from huggingface_hub import constants
+
     rtype, repo_id, rev = parse(spec)
+    if constants.HF_HUB_OFFLINE:
+        raise HubError(f"{spec}: reading a Hub repo needs the network, but HF_HUB_OFFLINE is set; unset it "
+                       "(`HF_HUB_OFFLINE=0 lucie audit hf://…`), or audit a downloaded snapshot directory")
     api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.repo_info(repo_id, revision=rev, repo_type=rtype)

@@ -136,6 +136,11 @@ def upload_lucie(hub, tmp_path) -> dict:
     return shas
 
 
+def test_hf_address_offline_is_one_line_saying_what_to_do():
+    res = runner.invoke(app, ["audit", "hf://OpenLLM-France/Lucie-7B"])  # the suite runs with HF_HUB_OFFLINE=1
+    assert res.exit_code == 2 and "HF_HUB_OFFLINE is set" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
 def test_hf_address_is_read_through_the_hub_api_without_the_weights(hub, tmp_path):
     shas = upload_lucie(hub, tmp_path)
     hub.requests.clear()
