@@ -7,6 +7,7 @@ error that names what was looked for, so a wrong path never yields an (empty, al
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,17 +48,28 @@ def detect(path: Path) -> str:
                      "(no README.md or config.json) and not a MOF record (.yml/.yaml file)")
 
 
+def _collect_hub(spec: str, endpoint: str | None) -> Collected:
+    """The small files of a Hub repo (listing with LFS sha256, refs, README, LICENSE, configs; never the weights)
+    read as a snapshot, plus what only the Hub API knows (revision branches)."""
+    from . import hub_repo
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="lucie-audit-hub-") as tmp:
+            hub = hub_repo.fetch(spec, Path(tmp), endpoint, None)
+            got = collect(Path(tmp), label=spec, repo_id=hub["repo_id"])
+    except hub_repo.HubError as err:
+        raise InputError(str(err)) from None
+    hub_repo.add_branches(got.evidence, hub)
+    got.evidence.lineage["hub"] = hub
+    return got
+
+
 def collect(path: Path | str, label: str | None = None, repo_id: str | None = None,
             endpoint: str | None = None) -> Collected:
     """Evidence from PATH, whatever it is; `label` names it in the record (default: the path as given).
     An hf://ORG/NAME[@REV] address is read through the Hub API (model_card.hub_repo, at `endpoint`)."""
     if str(path).startswith("hf://"):
-        from . import hub_repo
-
-        try:
-            return hub_repo.collect(str(path), endpoint)
-        except hub_repo.HubError as err:
-            raise InputError(str(err)) from None
+        return _collect_hub(str(path), endpoint)
     kind = detect(Path(path))
     try:
         if kind == "release":

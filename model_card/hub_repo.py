@@ -15,7 +15,6 @@ hf://datasets/ORG/NAME[@REV] reads a dataset repository. The endpoint is `--endp
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 from .evidence import Evidence, Item
@@ -96,15 +95,3 @@ def add_branches(ev: Evidence, hub: dict) -> None:
                 lic, False, None, f"branches of the Hub repository: {', '.join(revs[:5])}"
                 f"{' …' if len(revs) > 5 else ''}; listed by the Hub API, not downloaded")
     ev.components = [item if c.component == comp else c for c in ev.components]
-
-
-def collect(spec: str, endpoint: str | None = None, token: str | bool | None = None):
-    """Collected evidence for an hf:// address (see model_card.collect.Collected)."""
-    from .collect import collect as collect_path
-
-    with tempfile.TemporaryDirectory(prefix="lucie-audit-hub-") as tmp:
-        hub = fetch(spec, Path(tmp), endpoint, token)
-        got = collect_path(Path(tmp), label=spec, repo_id=hub["repo_id"])
-    add_branches(got.evidence, hub)
-    got.evidence.lineage["hub"] = hub
-    return got
