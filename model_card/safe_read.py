@@ -32,6 +32,7 @@ import yaml
 
 MAX_TEXT_BYTES = 8 << 20  # 8 MiB: the largest Hub model cards are a few hundred KB
 MAX_DEPTH = 64  # YAML/JSON nesting; real cards and MOF records stay under 10
+MAX_ARCHIVE_BYTES = 256 << 20  # the release's source archive, which doc_facts opens (not only hashes)
 
 _root: contextvars.ContextVar[Path | None] = contextvars.ContextVar("audit_root", default=None)
 
