@@ -225,9 +225,9 @@ class SafeYamlLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            what = "an alias" if isinstance(event, yaml.AliasEvent) else "an anchor"
-            raise YamlAlias(self.name, f"YAML {what} (&/*) at line {event.start_mark.line + 1}; the audit refuses "
-                                       "anchors and aliases (their expansion is unbounded)")
+            what = "an alias (*)" if isinstance(event, yaml.AliasEvent) else "an anchor (&)"
+            raise YamlAlias(self.name, f"{what} at line {event.start_mark.line + 1} of the YAML; the audit refuses "
+                                       "YAML anchors and aliases (their expansion is unbounded)")
         self._depth += 1
         if self._depth > MAX_DEPTH:
             raise TooDeep(self.name, f"YAML nested deeper than {MAX_DEPTH} levels at line "
