@@ -16,7 +16,6 @@ Record (JSON): {"source": path, "kind": "release" | "hf-snapshot" | "mof-record"
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

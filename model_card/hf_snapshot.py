@@ -21,7 +21,6 @@ Reading rules (docs/AUDIT.md "Hugging Face snapshot"):
 """
 from __future__ import annotations
 
-import json
 import re
 from datetime import date, datetime
 from pathlib import Path

@@ -2,7 +2,6 @@
 (issue 16.8), and `publish.require` / `--require` can gate on the reproduction status."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
