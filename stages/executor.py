@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -160,10 +159,12 @@ def _start(ex, p: Executor) -> None:
     elif p.kind == "slurm":
         # Outside an allocation, run() writes executor.pik + the sbatch script and submits the array; the stage
         # then waits for every task's completion mark, so `dvc repro` still sees one blocking command.
+        # A job that leaves the queue unfinished (scancel, failure) fails the stage instead of a wait forever.
+        from .slurm_jobs import wait_for_ranks
+
         require_sbatch()
         ex.run()
-        while ex.get_incomplete_ranks(skip_completed=True):
-            time.sleep(p.slurm.poll_seconds)
+        wait_for_ranks(ex, p.slurm.poll_seconds, ExecutorError)
     else:
         require_ray()
         import ray

@@ -84,7 +84,7 @@ LAYOUT = {
 PHASES = tuple(LAYOUT)  # training order
 WORK = LAYOUT["main"].work
 OVERRIDE_ENV = "LUCIE_RESUME_OVERRIDE"
-KILL_ENV = "LUCIE_PRETRAIN_KILL_AFTER"  # test hook: SIGKILL this process right after step N's checkpoint
+KILL_ENV = "LUCIE_PRETRAIN_KILL_AFTER"  # test hook: SIGKILL (or "N:SIGSTOP") this process right after step N's checkpoint
 LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "tokens", "batch_size", "samples"]
 SPEED_COLUMNS = ["step", "tokens_per_s", "mfu", "step_seconds"]
 # Params that change how a run is executed, not what it computes: not part of the config fingerprint.
@@ -568,7 +568,8 @@ def train(ctx: StageContext, phase: Phase, init_from: Path | None = None, *, acc
 
     model.train()
     final_ckpt = resume[1]  # a phase already complete has nothing left to train
-    kill_after = int(os.environ.get(KILL_ENV, 0))
+    kill_after, _, kill_sig = os.environ.get(KILL_ENV, "0").partition(":")  # "4" or "4:SIGSTOP" (stop, for scancel)
+    kill_after, kill_sig = int(kill_after), getattr(signal, kill_sig or "SIGKILL")
     t_start = time.perf_counter()
     for step in ctx.progress(range(start, hp.steps), hp.steps - start, f"training ({name})"):
         t0 = time.perf_counter()
@@ -606,7 +607,7 @@ def train(ctx: StageContext, phase: Phase, init_from: Path | None = None, *, acc
         if done == hp.steps or (hp.checkpoint_every and done % hp.checkpoint_every == 0):
             final_ckpt = checkpoint(done, offset)
         if done == kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), kill_sig)
     seconds = time.perf_counter() - t_start
     log.flush()
 
