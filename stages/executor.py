@@ -41,7 +41,7 @@ from .params import Executor, Params, load
 from .runtime import StageError
 
 TASK_RESULT = "task.json"  # written last by a task: its counters; its presence means the task finished
-RAY_PIN = 'ray[default]'  # what datatrove 0.10.1's `ray` extra installs; not in requirements.lock (hundreds of MB)
+RAY_PIN = "ray==2.60.0"  # pinned in requirements.lock and pyproject.toml (the core wheel is enough for the executor)
 
 
 class ExecutorError(StageError):
@@ -142,9 +142,8 @@ def build(p: Executor, pipeline: list, stage: str, root: Path):
 def require_ray() -> None:
     if importlib.util.find_spec("ray") is None:
         raise ExecutorError(
-            f"executor.kind: ray needs the `ray` package, which is not installed (it is not in requirements.lock: "
-            f"hundreds of MB). Install it with `.venv/bin/pip install \"{RAY_PIN}\"` (datatrove's `ray` extra), "
-            f"or set executor.kind: local or slurm.")
+            f"executor.kind: ray needs the `ray` package, which is not installed: run `make setup` (requirements.lock "
+            f"pins {RAY_PIN}) or `.venv/bin/pip install \"{RAY_PIN}\"`, or set executor.kind: local or slurm.")
 
 
 def require_sbatch() -> None:

@@ -68,3 +68,71 @@ def stop_slurm(cluster_env: dict) -> None:
 def venv_path_line() -> str:
     """The shell line a Slurm job runs first: this interpreter's bin (torchrun, launch_pickled_pipeline) on PATH."""
     return f"export PATH={Path(sys.executable).parent}:$PATH"
+
+
+def start_ray(temp_dir: Path):
+    """`ray start --head --block` on 127.0.0.1 with 2 CPUs and a small object store, in its own session.
+
+    Returns (address, process). The head's daemons live under `temp_dir`; stop_ray ends them by pid."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        missing("ray is not installed: run `make setup` (requirements.lock pins ray)")
+    port = free_port_pair()
+    exe = Path(sys.executable).parent / "ray"
+    cmd = [str(exe), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+           "--num-cpus", "2", "--object-store-memory", str(100 * 1024**2), "--include-dashboard", "false",
+           "--disable-usage-stats", "--temp-dir", str(temp_dir)]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    log = open(temp_dir.parent / f"{temp_dir.name}.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    import time
+
+    deadline = time.monotonic() + 120
+    while True:  # the head answers `ray status` once its GCS is up
+        if proc.poll() is not None:
+            pytest.fail(f"ray start exited {proc.returncode}:\n{Path(log.name).read_text()[-3000:]}", pytrace=False)
+        st = subprocess.run([str(exe), "status", "--address", address], capture_output=True, text=True, env=env)
+        if st.returncode == 0:
+            return address, proc
+        if time.monotonic() > deadline:
+            stop_ray(proc, temp_dir)
+            pytest.fail(f"the Ray head on {address} did not come up in 120 s:\n{st.stderr[-2000:]}", pytrace=False)
+        time.sleep(1)
+
+
+def ray_pids(temp_dir: Path) -> list[int]:
+    """The processes of the head started with --temp-dir `temp_dir` (raylet, gcs_server, workers, ...)."""
+    import psutil
+
+    pids = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(str(temp_dir) in a for a in p.info["cmdline"] or []):
+                pids.append(p.info["pid"])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids
+
+
+def stop_ray(proc: subprocess.Popen, temp_dir: Path) -> None:
+    """End the head: SIGTERM to `ray start --block` (it stops the daemons it started), then any process of
+    this head still alive, by pid (never `ray stop`, which would stop every Ray on the machine)."""
+    import signal
+    import time
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    deadline = time.monotonic() + 15
+    while (left := [p for p in ray_pids(temp_dir) if p != os.getpid()]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
