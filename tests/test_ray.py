@@ -53,7 +53,7 @@ def test_ray_ingest_filter_dedup_give_the_local_bytes(ray_head, make_ctx, tmp_pa
     import ray
 
     # the tasks ran on this head: the driver is connected to it, and datatrove recorded a Ray run per stage
-    assert ray.is_initialized() and ray.get_runtime_context().gcs_address == address
+    assert ray.is_initialized() and ray.get_runtime_context().gcs_address.rsplit(":", 1)[1] == address.rsplit(":", 1)[1]
     for stage in ("ingest", "filter", "dedup"):
         logs = on_ray / "logs/datatrove" / stage
         assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00001"], stage
