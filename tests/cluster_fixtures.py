@@ -83,7 +83,9 @@ def start_ray(temp_dir: Path):
     cmd = [str(exe), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
            "--num-cpus", "2", "--object-store-memory", str(100 * 1024**2), "--include-dashboard", "false",
            "--disable-usage-stats", "--temp-dir", str(temp_dir)]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # RAY_worker_niceness=0: Ray starts its workers at nice 15 by default, which on a busy machine starves the
+    # tasks next to the local run this test compares them with.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}
     log = open(temp_dir.parent / f"{temp_dir.name}.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"127.0.0.1:{port}"
