@@ -1,4 +1,4 @@
-"""Does `lucie plan`'s memory model (stages/plan.py) match what training really holds? Measured on CPU.
+"""Does `lucie plan`'s memory model (stages/lib/plan.py) match what training really holds? Measured on CPU.
 
 Why: the planner's answer for a 7B recipe on H100s cannot be checked here, but the same arithmetic for tiny
 Llamas can: params + gradients + AdamW state + one micro-batch's activations (+ logits), fp32, one process.
@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stages.params import Model  # noqa: E402
-from stages.plan import phase_memory  # noqa: E402
+from stages.core.params import Model  # noqa: E402
+from stages.lib.plan import phase_memory  # noqa: E402
 
 TOLERANCE = 0.20
 # name, model, seq_len, micro-batch, attention, activation checkpointing
@@ -39,8 +39,8 @@ CONFIGS = [
 CHILD = r"""
 import json, resource, sys
 import torch
-from stages.params import Model
-from stages.pretrain import llama_config
+from stages.core.params import Model
+from stages.lib.training.model import llama_config
 from transformers import LlamaForCausalLM
 
 spec = json.loads(sys.argv[1])

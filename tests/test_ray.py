@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cluster_fixtures import ray_pids, start_ray, stop_ray
-from stages import dedup, filter as filt, ingest, io
+from stages import dedup, filter as filt, ingest
+from stages.core import files as io
 from test_executor import needs_lid, run_stage, tree
 
 pytestmark = pytest.mark.slow

@@ -25,8 +25,9 @@ import pytest
 
 from cluster_fixtures import start_slurm, stop_slurm, venv_path_line
 from pretrain_data import child_env, free_port, losses, make_repo
-from stages import executor, filter as filt, io
-from stages.slurm_jobs import in_queue, job_state, wait_for_job
+from stages import filter as filt
+from stages.core import executor, files as io
+from stages.core.slurm_jobs import in_queue, job_state, wait_for_job
 from test_executor import needs_lid, run_filter, sample_overrides, tree
 
 pytestmark = pytest.mark.slow

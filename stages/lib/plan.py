@@ -15,7 +15,7 @@ Why: a recipe that does not fit fails hours into a cluster job. This is arithmet
     tokens/s at an MFU = MFU x peak FLOP/s x devices / flops_per_token.
 benchmarks/plan_memory.py checks the memory model against peak memory measured on CPU (within 20 %).
 
-    python -m stages.plan [--recipe lucie-7b] [--format md|json] [--mfu 0.4] [--device-memory-gb 80]
+    python -m stages.lib.plan [--recipe lucie-7b] [--format md|json] [--mfu 0.4] [--device-memory-gb 80]
 """
 from __future__ import annotations
 
@@ -24,12 +24,11 @@ import json
 import sys
 from pathlib import Path
 
-from .params import Params, load
-from .pretrain import _dims, flops_per_token, param_count
+from stages.core.params import Params, load
+from stages.lib.training.model import _dims, flops_per_token, param_count
 
 GB = 1e9
 H100_BF16_FLOPS = 9.89e14  # dense bf16, SXM; used when pretrain.launch.peak_flops_per_device is null
-CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")  # pretrain.<key>, when the recipe has it
 
 
 def layer_params(cfg) -> int:
@@ -62,8 +61,6 @@ def phase_memory(cfg, seq_len: int, micro_batch: int, shard: int, tp: int, bf16:
             "activations": full, "activations_checkpointed": ckpt, "logits": logits}
 
 
-def recipe_checkpointing(p: Params) -> bool:
-    return any(bool(getattr(p.pretrain, k, False)) for k in CHECKPOINTING_KEYS)
 
 
 def phases(p: Params) -> dict[str, dict]:
@@ -84,7 +81,8 @@ def model_config(p: Params):
 
 
 def plan(p: Params, device_memory_gb: float = 80.0, mfu: float = 0.4, checkpointing: bool | None = None,
-         attention: str = "sdpa") -> dict:
+         attention: str | None = None) -> dict:
+    """The plan of recipe `p`; checkpointing and attention default to pretrain.launch's settings."""
     cfg = model_config(p)
     launch, pc = p.pretrain.launch, p.pretrain.launch.parallelism
     world = launch.nnodes * launch.nproc_per_node
@@ -93,7 +91,8 @@ def plan(p: Params, device_memory_gb: float = 80.0, mfu: float = 0.4, checkpoint
     dp = world // tp
     bf16 = p.pretrain.precision == "bf16"
     peak = launch.peak_flops_per_device or H100_BF16_FLOPS
-    ckpt = recipe_checkpointing(p) if checkpointing is None else checkpointing
+    ckpt = launch.activation_checkpointing if checkpointing is None else checkpointing
+    attention = attention or launch.attn_implementation
     out = {"recipe": p.recipe, "params": param_count(cfg), "world_size": world, "device_memory_gb": device_memory_gb,
            "mfu": mfu, "peak_flops_per_device": peak, "precision": p.pretrain.precision, "attention": attention,
            "sharding": {"dp_replicate": pc.dp_replicate_size, "dp_shard": pc.dp_shard_size, "tp": tp},
@@ -145,7 +144,7 @@ def markdown(r: dict) -> str:
 
 def load_recipe(root: Path, recipe: str | None) -> Params:
     if recipe is None:
-        from .runtime import params_path
+        from stages.core.runtime import params_path
 
         return load(params_path(root))
     path = root / "recipes" / f"{recipe}.yaml"
@@ -156,14 +155,14 @@ def load_recipe(root: Path, recipe: str | None) -> Params:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m stages.plan", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="lucie plan", description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default=None, help="recipes/<NAME>.yaml (default: params.yaml)")
     ap.add_argument("--format", choices=("md", "json"), default="md")
     ap.add_argument("--mfu", type=float, default=0.4)
     ap.add_argument("--device-memory-gb", type=float, default=80.0)
-    ap.add_argument("--attention", choices=("sdpa", "eager"), default="sdpa")
+    ap.add_argument("--attention", choices=("sdpa", "eager"), default=None, help="default: pretrain.launch.attn_implementation")
     a = ap.parse_args(argv)
-    from . import io
+    from stages.core import files as io
 
     try:
         p = load_recipe(io.root(), a.recipe)
