@@ -45,19 +45,24 @@ def activation_elements(cfg, seq_len: int, tp: int = 1, attention: str = "sdpa")
 
 
 def phase_memory(cfg, seq_len: int, micro_batch: int, shard: int, tp: int, bf16: bool, attention: str = "sdpa") -> dict:
-    """Bytes per device for one phase, by part; activations with and without checkpointing."""
+    """Bytes per device for one phase, by part; activations with and without checkpointing.
+
+    `shard`: FSDP2's dp_shard_size (1: replicated, DDP). TP splits the decoder layers only (stages/lib/training/
+    parallel.py's plan): the embeddings, the LM head and its logits are sharded by FSDP alone."""
     v, d, layers, *_ = _dims(cfg)
     n = param_count(cfg)
     act_bytes = 2 if bf16 else 4
     tokens = seq_len * micro_batch
     layer, head = activation_elements(cfg, seq_len, tp, attention)
-    logits = tokens * (v // tp) * ((act_bytes if bf16 else 0) + 4 + 4 + 4)  # logits (+ fp32 copy), log-softmax, grad
+    logits = tokens * v * ((act_bytes if bf16 else 0) + 4 + 4 + 4)  # logits (+ fp32 copy), log-softmax, grad
     full = tokens * act_bytes * (layers * layer + head)
     # checkpointed: every layer's input, then either one layer recomputed in backward or, before it, the head
     ckpt = tokens * act_bytes * layers * d + max(tokens * act_bytes * layer, tokens * act_bytes * head + logits) - logits
     # FSDP2 gathers one layer's bf16 weights (and reduce-scatters its bf16 gradients) while prefetching the next
     buffers = 2 * layer_params(cfg) * (2 + 2) // tp if bf16 and shard > 1 else 0
-    return {"params": 4 * n / shard, "grads": 4 * n / shard, "optimizer": 8 * n / shard, "buffers": buffers,
+    emb = v * d * (1 if cfg.tie_word_embeddings else 2)
+    per_device = (n - emb) / (shard * tp) + emb / shard  # parameters each device holds (fp32 master copy)
+    return {"params": 4 * per_device, "grads": 4 * per_device, "optimizer": 8 * per_device, "buffers": buffers,
             "activations": full, "activations_checkpointed": ckpt, "logits": logits}
 
 
@@ -87,7 +92,7 @@ def plan(p: Params, device_memory_gb: float = 80.0, mfu: float = 0.4, checkpoint
     launch, pc = p.pretrain.launch, p.pretrain.launch.parallelism
     world = launch.nnodes * launch.nproc_per_node
     tp = pc.tp_size
-    shard = pc.dp_shard_size * tp if pc.enabled else 1
+    shard = pc.dp_shard_size if pc.enabled else 1
     dp = world // tp
     bf16 = p.pretrain.precision == "bf16"
     peak = launch.peak_flops_per_device or H100_BF16_FLOPS
@@ -110,6 +115,8 @@ def plan(p: Params, device_memory_gb: float = 80.0, mfu: float = 0.4, checkpoint
                   total_with_checkpointing=round(total_ckpt / GB, 3))
         out["phases"][name] = {
             **ph, "grad_accumulation": max(ph["global_batch_size"] // (ph["micro_batch_size"] * dp), 1),
+            # every data-parallel rank (world / tp) takes whole micro-batches of the global batch
+            "batch_divides": ph["global_batch_size"] % (ph["micro_batch_size"] * dp) == 0,
             "memory_gb": gb, "fits": total <= device_memory_gb * GB,
             "fits_without_checkpointing": total_full <= device_memory_gb * GB,
             "fits_with_checkpointing": total_ckpt <= device_memory_gb * GB,
@@ -135,6 +142,10 @@ def markdown(r: dict) -> str:
                      f"{m['optimizer']:.1f} | {m['activations']:.1f} ({m['activations_checkpointed']:.1f}) | "
                      f"{m['logits']:.1f} | {m['total']:.1f} | {'yes' if ph['fits'] else '**no**'} | "
                      f"{ph['flops_per_step']:.3g} | {ph['tokens_per_s_at_mfu']:,.0f} | {ph['days_at_mfu']} |")
+    bad = [n for n, ph in r["phases"].items() if not ph["batch_divides"]]
+    if bad:
+        lines += ["", f"**Batch**: in {', '.join(bad)}, global_batch_size is not a multiple of micro_batch_size x "
+                  f"{r['world_size'] // s['tp']} data-parallel ranks (world / tp): lower micro_batch_size or raise tp_size."]
     lines += ["", "total = params + grads + AdamW + FSDP buffers + logits + activations (checkpointed if on); "
               "without / with checkpointing: " + ", ".join(
                   f"{n} {ph['memory_gb']['total_without_checkpointing']:.1f} / {ph['memory_gb']['total_with_checkpointing']:.1f} GB"
