@@ -92,6 +92,13 @@ class TaskStep:
         self.work, self.staging = work, Path(staging)
 
     def __call__(self, data, rank: int = 0, world_size: int = 1):
+        if os.environ.get("DATATROVE_EXECUTOR") == "RAY":
+            # Ray's RankWorker runs the task in a process forked from the actor, which inherits Ray's SIGTERM
+            # handler; the pool's terminate() then made it shut Ray down from the fork and hang on a lock. The
+            # task's results are written before that; a plain SIGTERM ends the fork at once.
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         final = task_dir(self.staging, rank)
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
