@@ -88,15 +88,18 @@ def audit(path: str = typer.Argument(..., help="A release directory (MANIFEST.js
 
     Exit codes: 0 the card was computed and every --require holds (diff: no regression asked for, or none); 1 a
     requirement failed (each failure on stderr) or, with --fail-on regression, B regressed; 2 bad usage: unknown
-    format or requirement, a path that is none of the inputs.
+    format or requirement, a path that is none of the inputs; 3-7 a hostile input refused (too large, not a
+    regular file, a symlink out of the input, YAML anchors/aliases, nesting too deep: docs/AUDIT.md).
     """
     # model_card only: this command must run where only the core dependencies are installed.
     from model_card import render
     from model_card.collect import InputError, collect
     from model_card.require import RequirementError, failures, parse
+    from model_card.safe_read import UnsafeInput
+    from model_card.untrusted import one_line
 
     def usage_error(msg: str):
-        typer.echo(f"error: {msg}", err=True)
+        typer.echo(f"error: {one_line(msg)}", err=True)  # one line, no escape sequence from the input
         raise typer.Exit(2)
 
     def card_of(p: str) -> dict:
@@ -104,6 +107,9 @@ def audit(path: str = typer.Argument(..., help="A release directory (MANIFEST.js
             got = collect(p, endpoint=endpoint)
         except InputError as err:
             usage_error(str(err))
+        except UnsafeInput as err:  # hostile input: its own exit code (3-7), nothing written
+            typer.echo(f"refused: {one_line(err)}", err=True)
+            raise typer.Exit(err.exit_code)
         return render.audit(got.evidence, got.mot_record)
 
     def emit(text: str):

@@ -26,7 +26,7 @@ import re
 from datetime import date, datetime
 from pathlib import Path
 
-from . import card_claims, doc_facts
+from . import card_claims, doc_facts, safe_read
 from .evidence import Evidence, Item, _sha256, card_yaml
 from .licenses import spdx_id
 from .mof import COMPONENTS
@@ -128,14 +128,14 @@ def card_license(meta: dict) -> str | None:
 
 def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and not any(part in HIDDEN for part in p.relative_to(root).parts))
+                  if not any(part in HIDDEN for part in p.relative_to(root).parts) and safe_read.is_file(p))
 
 
 def _lfs_oid(path: Path) -> str | None:
     """The sha256 a Git LFS pointer file names, or None when the file holds real content."""
-    if path.stat().st_size > 1024:
+    if safe_read.size(path) > 1024:
         return None
-    head = path.read_bytes()
+    head = safe_read.read_head(path, 1025)
     if not head.startswith(LFS_POINTER):
         return None
     m = re.search(rb"oid sha256:([0-9a-f]{64})", head)
@@ -163,7 +163,7 @@ def resolve_root(path: Path) -> Path:
     """A Hub cache repo folder (models--org--name) stands for the snapshot its refs/main names."""
     ref = path / "refs" / "main"
     if ref.is_file() and (path / "snapshots").is_dir():
-        snap = path / "snapshots" / ref.read_text().strip()
+        snap = path / "snapshots" / safe_read.read_text(ref, 4096).strip()
         if snap.is_dir():
             return snap
     return path
@@ -182,9 +182,9 @@ def collect(path: Path, label: str | None = None, repo_id: str | None = None) ->
     for rel in files:
         p = root / rel
         oid = _lfs_oid(p)
-        record[rel] = {"bytes": p.stat().st_size, **({"lfs_pointer_sha256": oid} if oid else {"sha256": _sha256(p)})}
+        record[rel] = {"bytes": safe_read.size(p), **({"lfs_pointer_sha256": oid} if oid else {"sha256": _sha256(p)})}
 
-    license_files = {rel: identify_license_text((root / rel).read_text(encoding="utf-8", errors="replace"))
+    license_files = {rel: identify_license_text(safe_read.read_text(root / rel, errors="replace"))
                      for rel in files if "/" not in rel and LICENSE_FILE.match(rel)}
     meta_lic = card_license(meta)
     file_lics = sorted({lic for lic in license_files.values() if lic})
@@ -204,7 +204,7 @@ def collect(path: Path, label: str | None = None, repo_id: str | None = None) ->
 
     def file_license(rel: str) -> str | None:
         if Path(rel).suffix.lower() in CODE_SUFFIXES:
-            with open(root / rel, "rb") as fh:
+            with safe_read.open_binary(root / rel) as fh:
                 if m := SPDX_HEADER.search(fh.read(4096)):
                     return m.group(1).decode()
         return lic
@@ -252,7 +252,7 @@ def collect(path: Path, label: str | None = None, repo_id: str | None = None) ->
             "model-index in the card metadata; not traced to an evaluation run")
 
     readme = root / "README.md"
-    text = readme.read_text(encoding="utf-8", errors="replace") if readme.exists() else ""
+    text = safe_read.read_text(readme, errors="replace") if readme.exists() else ""
     claims = card_claims.read(text, repo_id)
     facts = _card_facts(root, text, claims, groups, bool(meta.get("base_model")))
     if datasets and "Data card" not in items:
@@ -332,10 +332,10 @@ def _card_facts(root: Path, text: str, claims: dict, groups: dict, fine_tuned: b
     docs = {"README.md": text}
     for rel in groups.get("Technical report", []) + groups.get("Research paper", []):
         if rel.lower().endswith((".md", ".txt", ".tex")):
-            docs[rel] = (root / rel).read_text(encoding="utf-8", errors="replace")
+            docs[rel] = safe_read.read_text(root / rel, errors="replace")
     facts = {"modelcard": doc_facts.modelcard(text, "README.md", fine_tuned),
              "hardware_architecture": doc_facts.hardware(docs)}
-    sheets = {rel: (root / rel).read_text(encoding="utf-8", errors="replace")
+    sheets = {rel: safe_read.read_text(root / rel, errors="replace")
               for rel in groups.get("Data card", []) if rel.lower().endswith((".md", ".txt"))}
     if sheets:
         facts["datasheet"] = doc_facts.datasheet(sheets)
@@ -366,7 +366,7 @@ def _config(root: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safe_read.load_json(path)
     except ValueError as err:
         raise SnapshotError(f"{path}: not valid JSON: {err}") from None
     return data if isinstance(data, dict) else {}

@@ -19,10 +19,9 @@ release card `openness/openness.json`. That is enough to audit the repo on its o
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from . import doc_facts
+from . import doc_facts, safe_read
 from .evidence import Evidence, Item, _sha256, card_yaml
 from .hf_snapshot import _lfs_oid
 
@@ -33,8 +32,8 @@ HIDDEN = (".git", ".cache", ".huggingface")
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
-                  and not any(part in HIDDEN for part in p.relative_to(root).parts))
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not any(part in HIDDEN for part in p.relative_to(root).parts)
+                  and safe_read.is_file(p))
 
 
 def release_path(sub: str, rel: str) -> str:
@@ -42,8 +41,8 @@ def release_path(sub: str, rel: str) -> str:
 
 
 def collect(root: Path, label: str) -> Evidence:
-    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    card = json.loads((root / CARD).read_text(encoding="utf-8"))
+    manifest = safe_read.load_json(root / MANIFEST)
+    card = safe_read.load_json(root / CARD)
     recorded: dict = manifest.get("files", {})
     files = [f for f in _files(root) if f not in (MANIFEST, ".gitattributes") and not f.startswith("openness/")]
     # A Git LFS pointer (an hf:// read never downloads LFS files) stands for its content by the sha256 it names.
@@ -89,7 +88,7 @@ def collect(root: Path, label: str) -> Evidence:
     facts = dict(card_ev.get("lineage", {}).get("facts", {}))
     readme = root / "README.md"
     if sub in ("model",) and readme.is_file() and "modelcard" in facts:
-        facts["modelcard"] = doc_facts.modelcard(readme.read_text(encoding="utf-8"), f"{sub}/README.md",
+        facts["modelcard"] = doc_facts.modelcard(safe_read.read_text(readme), f"{sub}/README.md",
                                                  bool(card_yaml(readme).get("base_model")))
     lineage["facts"] = facts
     lineage["published_repo"] = {"subtree": sub, "files": len(files), "verified_files": matches[sub],

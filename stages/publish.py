@@ -128,8 +128,12 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
 
     if not (release / "MANIFEST.json").is_file():
         raise PublishError(f"{release} is not a release directory (no MANIFEST.json); run the release stage first")
-    manifest = files.read_json(release / "MANIFEST.json")
-    recorded = manifest["files"]
+    try:
+        manifest = files.read_json(release / "MANIFEST.json")
+        recorded = manifest["files"]
+    except (ValueError, KeyError, TypeError):  # corrupted: one line, not a traceback
+        raise PublishError(f"{release}/MANIFEST.json is not a release manifest (not JSON with `files`); "
+                           "rebuild the release (`dvc repro release`)") from None
     keys = tree_keys(release, branches)
     rel = Release(release, keys, {k: tree_files(release, k) for k in keys}, lineage=manifest.get("lineage", {}))
     for src in sorted({f for listed in rel.files.values() for f in listed.values()}):
@@ -147,11 +151,17 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
     card_file = release / "openness" / "openness.json"
     if not card_file.is_file():
         rel.problems.append("card: openness/openness.json is missing")
-    elif card_file.read_text(encoding="utf-8") != render.to_json(rel.card):
+    elif card_file.read_bytes() != render.to_json(rel.card).encode("utf-8"):
         # Byte-equal, so an edited card cannot pass; say whether the ratings themselves moved.
-        shipped = json.loads(card_file.read_text(encoding="utf-8"))
-        moved = [k for k in ("osaid", "mof", "osai_index", "nextcloud") if shipped.get(k) != rel.card[k]]
-        rel.problems.append("card: openness/openness.json differs from the card recomputed from the release "
+        try:
+            shipped = json.loads(card_file.read_bytes())
+        except ValueError:
+            shipped = None
+        moved = [k for k in ("osaid", "mof", "osai_index", "nextcloud")
+                 if not isinstance(shipped, dict) or shipped.get(k) != rel.card[k]]
+        rel.problems.append("card: openness/openness.json is not a JSON card (corrupted); rebuild the release "
+                            "(`dvc repro release`)" if not isinstance(shipped, dict) else
+                            "card: openness/openness.json differs from the card recomputed from the release "
                             f"(`lucie audit release`; {'ratings differ: ' + ', '.join(moved) if moved else 'same ratings, other fields differ'}); "
                             "rebuild the release (`dvc repro release`) if the model_card code changed")
     rel.problems += [f"publish.require: {f}" for f in failures(rel.card, requirements)]

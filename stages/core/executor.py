@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 
 import pyarrow.parquet as pq
 
-from stages.core import files
+from stages.core import files, owned_dirs, proc_guard
 from stages.core.params import Executor, Params, load
 from stages.core.runtime import StageError
 
@@ -115,7 +115,10 @@ class TaskStep:
 
 # ---------------------------------------------------------------- executors from params
 def logging_dir(root: Path, p: Executor, stage: str) -> Path:
-    return (root / p.logging_dir / stage).resolve()
+    try:  # confined to the project: this folder is deleted on a fresh run (owned_dirs)
+        return owned_dirs.inside(root, str(Path(p.logging_dir) / stage), "executor.logging_dir")
+    except owned_dirs.NotOwned as err:
+        raise ExecutorError(str(err)) from None
 
 
 def build(p: Executor, pipeline: list, stage: str, root: Path):
@@ -161,6 +164,7 @@ def require_sbatch() -> None:
 
 def _start(ex, p: Executor) -> None:
     if p.kind == "local":
+        proc_guard.children_die_with_me()  # datatrove's Manager process must not outlive a killed stage
         ex.run()
     elif p.kind == "slurm":
         # Outside an allocation, run() writes executor.pik + the sbatch script and submits the array; the stage
@@ -223,8 +227,12 @@ def run_tasks(root: Path, p: Executor, stage: str, work: Callable[[int, int, Pat
                 mark.unlink()
         print(f"[{stage}] resuming: {len(done)} of {p.tasks} tasks already finished in {staging}", file=sys.stderr)
     else:
-        for d in (staging, log_dir):
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # derived from the output path: the project's own
+        try:
+            owned_dirs.remove(log_dir)  # never a folder the project did not make
+        except owned_dirs.NotOwned as err:
+            raise ExecutorError(f"executor.logging_dir: {err}") from None
+        owned_dirs.make(log_dir)
         staging.mkdir(parents=True)
         files.write_json(staging / RUN, fp)
     ex = build(p, [TaskStep(work, staging)], stage, root)
@@ -272,12 +280,13 @@ def task_results(root: Path, p: Executor, stage: str, work: Callable[[int, int, 
     """`with task_results(...) as dirs:` run_tasks, then the block merges the task folders into `out`. The
     staging folder is removed when the block succeeds, and after a failure too unless skip_completed keeps
     its finished tasks for the next run."""
-    try:
-        yield run_tasks(root, p, stage, work, out, inputs)
-    except BaseException:
-        cleanup(out, p, failed=True)
-        raise
-    cleanup(out, p)
+    with proc_guard.exclusive(root, stage):  # two direct runs would share the staging folder
+        try:
+            yield run_tasks(root, p, stage, work, out, inputs)
+        except BaseException:
+            cleanup(out, p, failed=True)
+            raise
+        cleanup(out, p)
 
 
 def describe(p: Executor) -> str:

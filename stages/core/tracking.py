@@ -139,16 +139,21 @@ def stage_run(stage: str, root: Path, uri: str, experiment: str, enabled: bool, 
     import mlflow
     from mlflow import MlflowClient
 
+    from stages.core.tracking_guard import check_reachable, own_tags, reap_stale
+
     uri = resolve_uri(uri, root)
+    check_reachable(uri)  # one line in seconds, not MLflow's retries for minutes
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    reap_stale(client, exp_id)  # runs of killed stages: RUNNING -> KILLED
     all_tags = {
         "dvc_stage": stage,
         "git_commit": git_commit(root),
         "pipeline_run": pipeline_run_tag(),
         "mlflow.runName": stage,
+        **own_tags(),
         **tags,
     }
     if os.environ.get(PARENT_ENV):
