@@ -167,6 +167,27 @@ def verify(stages: Optional[list[str]] = typer.Argument(None, help="These stages
     raise typer.Exit(main(stages, root, keep_scratch, out, scratch))
 
 
+@app.command()
+def plan(recipe: Optional[str] = typer.Option(None, help="recipes/<NAME>.yaml (default: the active params.yaml)."),
+         format: str = typer.Option("md", "--format", help="md (a table) or json."),
+         mfu: float = typer.Option(0.4, help="Model FLOPs utilisation for the speed estimate."),
+         device_memory_gb: float = typer.Option(80.0, help="Memory per device (80: H100)."),
+         root: Path = typer.Option(Path("."), help="Repository root.")):
+    """Per phase and per device: memory (params, grads, AdamW, activations with/without checkpointing), FLOPs, tokens/s."""
+    import json
+
+    from stages.core.params import ParamsError
+    from stages.lib.plan import load_recipe, markdown, plan as make_plan
+
+    if format not in ("md", "json"):
+        raise typer.BadParameter(f"--format {format!r}: use md or json")
+    try:
+        r = make_plan(load_recipe(root, recipe), device_memory_gb, mfu)
+    except (FileNotFoundError, ParamsError) as err:
+        raise typer.BadParameter(str(err))
+    typer.echo(json.dumps(r, indent=2) if format == "json" else markdown(r))
+
+
 @app.command("check-data")
 def check_data(dirs: list[Path] = typer.Argument(..., help="Document directories (data/raw, data/dedup, data/mixed/train...).")):
     """Check each directory against its manifest.json: every shard present, its sha256 and rows as listed, none extra."""

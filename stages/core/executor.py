@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -42,7 +41,7 @@ from stages.core.params import Executor, Params, load
 from stages.core.runtime import StageError
 
 TASK_RESULT = "task.json"  # written last by a task: its counters; its presence means the task finished
-RAY_PIN = 'ray[default]'  # what datatrove 0.10.1's `ray` extra installs; not in requirements.lock (hundreds of MB)
+RAY_PIN = "ray==2.60.0"  # pinned in requirements.lock and pyproject.toml (the core wheel is enough for the executor)
 
 
 class ExecutorError(StageError):
@@ -93,6 +92,13 @@ class TaskStep:
         self.work, self.staging = work, Path(staging)
 
     def __call__(self, data, rank: int = 0, world_size: int = 1):
+        if os.environ.get("DATATROVE_EXECUTOR") == "RAY":
+            # Ray's RankWorker runs the task in a process forked from the actor, which inherits Ray's SIGTERM
+            # handler; the pool's terminate() then made it shut Ray down from the fork and hang on a lock. The
+            # task's results are written before that; a plain SIGTERM ends the fork at once.
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         final = task_dir(self.staging, rank)
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -146,9 +152,8 @@ def build(p: Executor, pipeline: list, stage: str, root: Path):
 def require_ray() -> None:
     if importlib.util.find_spec("ray") is None:
         raise ExecutorError(
-            f"executor.kind: ray needs the `ray` package, which is not installed (it is not in requirements.lock: "
-            f"hundreds of MB). Install it with `.venv/bin/pip install \"{RAY_PIN}\"` (datatrove's `ray` extra), "
-            f"or set executor.kind: local or slurm.")
+            f"executor.kind: ray needs the `ray` package, which is not installed: run `make setup` (requirements.lock "
+            f"pins {RAY_PIN}) or `.venv/bin/pip install \"{RAY_PIN}\"`, or set executor.kind: local or slurm.")
 
 
 def require_sbatch() -> None:
@@ -164,10 +169,12 @@ def _start(ex, p: Executor) -> None:
     elif p.kind == "slurm":
         # Outside an allocation, run() writes executor.pik + the sbatch script and submits the array; the stage
         # then waits for every task's completion mark, so `dvc repro` still sees one blocking command.
+        # A job that leaves the queue unfinished (scancel, failure) fails the stage instead of a wait forever.
+        from stages.core.slurm_jobs import wait_for_ranks
+
         require_sbatch()
         ex.run()
-        while ex.get_incomplete_ranks(skip_completed=True):
-            time.sleep(p.slurm.poll_seconds)
+        wait_for_ranks(ex, p.slurm.poll_seconds, ExecutorError)
     else:
         require_ray()
         import ray

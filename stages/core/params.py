@@ -243,7 +243,7 @@ class SlurmExecutor(Strict):
 
 
 class RayExecutor(Strict):
-    """datatrove's RayPipelineExecutor (needs `pip install "ray[default]"`, not in the lock). The stage connects
+    """datatrove's RayPipelineExecutor (`ray` is pinned in requirements.lock). The stage connects
     to `address` (null: a local Ray instance) before running the tasks."""
     address: str | None = None
     cpus_per_task: int = Field(default=1, gt=0)
