@@ -23,7 +23,7 @@ def human(n: int) -> str:
 
 def format_plan(plan: dict, rel, requirements: list[str], endpoint: str, token_source: str) -> str:
     gate = "ok" if not rel.problems else "FAILED"
-    lines = [f"Release  {plan['release']}  (git {str(plan['git_commit'])[:12]}, {len(rel.sha)} files to publish)",
+    lines = [f"Release  {plan['release']}  (code tree {str(plan.get('code_tree') or plan['git_commit'])[:12]}, {len(rel.sha)} files to publish)",
              f"Gates    lineage + card + publish.require {requirements}: {gate}",
              *[f"  - {p}" for p in rel.problems],
              f"Hub      {endpoint}  (token: {token_source})",

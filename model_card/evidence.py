@@ -188,7 +188,7 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
              "for MOF Class II; Class I needs an archived paper about this model (release/paper/paper.pdf)"),
     ]
     if code:
-        ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "commit") if k in code})
+        ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "tree", "commit") if k in code})
     ver = release / "reproducibility" / "verification.json"
     ev.reproduction = reproduction(json.loads(ver.read_text()) if ver.exists() else None, ev.lineage)
     return ev

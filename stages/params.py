@@ -581,7 +581,7 @@ class Publish(Strict):
     model_repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
     instruct_repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
     dataset_repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
-    tag: str = "release-{commit}"  # git tag per release; {commit} = 12 hex of the release's git commit, {recipe}
+    tag: str = "release-{code}"  # git tag per release; {code} = 12 hex of the release's code tree, {commit} = of HEAD, {recipe}
     revision_branches: bool = True  # release/checkpoints/<rev>/ -> branch <rev> of the model repo
     require: list[str] = []  # openness gate (model_card.require grammar), checked before anything is published
 
@@ -591,9 +591,9 @@ class Publish(Strict):
         import re
 
         try:
-            name = v.format(commit="0" * 12, recipe="tiny")
+            name = v.format(code="0" * 12, commit="0" * 12, recipe="tiny")
         except (KeyError, IndexError, ValueError) as err:
-            raise ValueError(f"only {{commit}} and {{recipe}} can be used ({err})") from None
+            raise ValueError(f"only {{code}}, {{commit}} and {{recipe}} can be used ({err})") from None
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
             raise ValueError(f"{v!r} does not make a valid tag name")
         return v

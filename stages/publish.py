@@ -158,8 +158,18 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
 
 
 def tag_name(template: str, rel: Release, recipe: str) -> str:
-    commit = str(rel.lineage.get("git_commit") or "unknown")
-    return template.format(commit=commit[:12], recipe=recipe)
+    """{code}: 12 hex of the release's code tree; {commit}: of the git commit publishing it (HEAD here)."""
+    code = str(rel.lineage.get("code_tree") or "unknown")
+    commit = rel.lineage.get("git_commit") or (head_commit() if "{commit}" in template else None) or "unknown"
+    return template.format(code=code[:12], commit=commit[:12], recipe=recipe)
+
+
+def head_commit() -> str | None:
+    """The commit being published from: named in Hub tags and commit messages, never inside release/."""
+    import subprocess
+
+    res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return res.stdout.strip() if res.returncode == 0 else None
 
 
 # ------------------------------------------------------------------ local target
@@ -308,7 +318,7 @@ def plan(rel: Release, repo_plan: dict, tag: str, api=None, reason: str = "") ->
         if t["revision"] == "main" and tags.get(t["repo_id"]) and (t["commit"] or tags[t["repo_id"]] != t["head"]):
             conflicts.append(f"tag: {tag} already names commit {tags[t['repo_id']][:12]} of {t['repo_id']}, "
                              "which is not this release; set another publish.tag (or --tag)")
-    return {"release": str(rel.path), "git_commit": rel.lineage.get("git_commit"), "tag": tag,
+    return {"release": str(rel.path), "git_commit": rel.lineage.get("git_commit"), "code_tree": rel.lineage.get("code_tree"), "tag": tag,
             "tags": {k: v for k, v in tags.items()}, "compared": api is not None, "reason": reason,
             "conflicts": conflicts, "problems": rel.problems + conflicts, "trees": trees}
 
@@ -397,7 +407,8 @@ def hub_api(endpoint: str | None, token: str | None):
 def commit_text(rel: Release, p, tag: str) -> tuple[str, str]:
     manifest = io.sha256_file(rel.path / "MANIFEST.json")
     return (f"lucie-repro release {tag}",
-            f"Built by {p.release.code_url} at commit {rel.lineage.get('git_commit')}; release manifest sha256 {manifest}.")
+            f"Built by {p.release.code_url} from code tree {rel.lineage.get('code_tree')} (published from commit "
+            f"{rel.lineage.get('git_commit') or head_commit()}); release manifest sha256 {manifest}.")
 
 
 def execute(api, rel: Release, the_plan: dict, p, token: str | None, dest: Path | None = None) -> dict:
