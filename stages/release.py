@@ -102,6 +102,16 @@ def git_archive(root: Path, out: Path) -> dict:
             "_head": info.head, "_dirty": info.dirty}
 
 
+def portable_tokenizer(model_dir: Path) -> None:
+    """Loads in transformers 4.4x and 5.x, with the context length (stages/portable_tokenizer.py)."""
+    from .portable_tokenizer import TokenizerConfigError, make_portable
+
+    try:
+        make_portable(model_dir)
+    except TokenizerConfigError as err:
+        raise StageError(str(err)) from None
+
+
 def third_party_licenses(lock: Path) -> dict:
     """name -> {version, license} for every package of requirements.lock, from its installed metadata."""
     from importlib import metadata
@@ -193,6 +203,7 @@ def run(ctx: StageContext) -> None:
         for key, (src, eval_key) in MODELS.items():
             d = tmp / key
             shutil.copytree(ctx.path(src), d)
+            portable_tokenizer(d)
             io.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
             shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
             (d / "training_logs").mkdir()
@@ -209,6 +220,7 @@ def run(ctx: StageContext) -> None:
         revisions = list(found)
         for rev, src in found.items():
             shutil.copytree(src, tmp / "checkpoints" / rev)
+            portable_tokenizer(tmp / "checkpoints" / rev)
         results_table = ctx.path("artifacts/eval/results.md").read_text(encoding="utf-8")
         ds = write_dataset(ctx, tmp / "dataset", metrics)
         (tmp / "dataset" / "eval").mkdir()  # the evaluation data, next to the training data it must not overlap

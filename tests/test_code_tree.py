@@ -125,4 +125,5 @@ def test_release_deps_cover_the_code_tree():
     deps = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]["release"]["deps"]
     uncovered = [e.path for e in code_tree.entries(PROJECT)
                  if not any(e.path == d or e.path.startswith(d.rstrip("/") + "/") for d in deps)]
-    assert uncovered == [], f"add these to the release stage's deps in dvc.yaml: {uncovered[:10]}"
+    # DVC refuses dvc.yaml as a dep ("DVC file 'dvc.yaml' cannot be a dependency"); docs/VERIFY.md says what follows
+    assert uncovered == ["dvc.yaml"], f"add these to the release stage's deps in dvc.yaml: {uncovered[:10]}"

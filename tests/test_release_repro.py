@@ -1,0 +1,75 @@
+"""A fresh clone reproduces the committed release (issue 13, point 1), with real DVC in temp git repos.
+
+As a user would: build everything, commit the lock (a lock-only commit: dvc.lock, metrics/, plots/), clone,
+restore the upstream outputs from the DVC cache, rebuild release and publish for real (no run cache), and
+find `git status --porcelain` empty with dvc.lock, metrics/*.json and plots/ byte-identical. About one full
+`dvc repro` (3 minutes on 2 cores) plus the release twice.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lucie.verify import copy_inputs, plan
+from repo_copy import PROJECT, env, make_copy, run
+from stages import code_tree
+
+pytestmark = pytest.mark.slow
+UPSTREAM = ["ingest", "filter", "dedup", "tokenizer", "mix", "tokenize", "pretrain", "extend", "anneal", "align",
+            "evaluate"]
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("release-repro")
+    root = make_copy(tmp / "repo")
+    e = env(tmp)
+    run(["dvc", "repro"], root, e)
+    before = code_tree.describe(root)
+    run([*GIT, "add", "-A"], root, e)
+    changed = run(["git", "diff", "--cached", "--name-only"], root, e).stdout.split()
+    run([*GIT, "commit", "-qm", "dvc.lock from make repro"], root, e)
+    clone = tmp / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp, e)
+    copy_inputs(PROJECT, clone, plan(clone)[1])  # assets/lid (make setup's download, not in git)
+    run(["dvc", "cache", "dir", "--local", str(root / ".dvc" / "cache")], clone, e)
+    run(["dvc", "checkout", *UPSTREAM], clone, e)  # upstream outputs as committed; release is rebuilt below
+    proc = run(["dvc", "repro", "--no-run-cache"], clone, e)
+    return {"root": root, "clone": clone, "env": e, "before": before, "changed": changed, "proc": proc}
+
+
+def test_the_lock_commit_touches_only_run_records_and_keeps_the_code_tree(built):
+    assert built["changed"] and all(not code_tree.is_code(p) for p in built["changed"]), built["changed"]
+    after = code_tree.describe(built["root"])
+    assert after.head != built["before"].head and after.tree == built["before"].tree and not after.dirty
+
+
+def test_fresh_clone_rebuilds_release_and_publish_with_a_clean_status(built):
+    clone, proc = built["clone"], built["proc"]
+    assert re.findall(r"Running stage '([a-z]+)'", proc.stdout) == ["release", "publish"], proc.stdout[-2000:]
+    assert run(["git", "status", "--porcelain"], clone, built["env"]).stdout == ""
+    for rel in ["dvc.lock", *(f"metrics/{p.name}" for p in (built["root"] / "metrics").glob("*.json")),
+                *(f"plots/{p.name}" for p in (built["root"] / "plots").iterdir())]:
+        assert (clone / rel).read_bytes() == (built["root"] / rel).read_bytes(), rel
+
+
+def test_release_names_the_code_tree_not_the_commit(built):
+    clone = built["clone"]
+    tree = built["before"].tree
+    code = json.loads((clone / "release" / "code" / "code.json").read_text())
+    assert code["tree"] == tree and code["archive"] == f"lucie-repro-{tree[:12]}.tar.gz" and not code["dirty_worktree"]
+    manifest = json.loads((clone / "release" / "MANIFEST.json").read_text())
+    assert manifest["lineage"]["code_tree"] == tree
+    heads = {code_tree.describe(built["root"]).head, built["before"].head}
+    text = subprocess.run(["grep", "-rlF", "-e", min(heads)[:12], "-e", max(heads)[:12], str(clone / "release")],
+                          capture_output=True, text=True).stdout
+    assert text == "", f"a commit id inside release/: {text}"
+    shutil.rmtree(clone / "release")  # what a user deletes by hand is rebuilt the same
+    run(["dvc", "repro", "--no-run-cache"], clone, built["env"])
+    assert run(["git", "status", "--porcelain"], clone, built["env"]).stdout == ""
