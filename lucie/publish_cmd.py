@@ -91,7 +91,7 @@ def publish(release: Path = typer.Option(Path("release"), help="Release director
         raise typer.Exit(code)
 
     try:
-        rel = pub.check(release, p.publish.require, p.publish.revision_branches)
+        rel = pub.check(release, p.publish.require, p.publish.revision_branches, p.release.sign.private_key)
     except pub.PublishError as err:
         fail(f"publish: {err}", 2)
     the_tag = pub.tag_name(tag or p.publish.tag, rel, p.recipe)

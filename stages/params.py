@@ -565,12 +565,34 @@ class Evaluate(Strict):
 
 
 # ---------------------------------------------------------------- release + publish
+class Paper(Strict):
+    """A research paper about the model (MOF Class I); stages/release_paper.py puts it into the release."""
+    path: str | None = None  # a PDF committed in this repository (e.g. docs/paper.pdf); null = no paper
+    license: str | None = None  # the paper's SPDX license id, e.g. CC-BY-4.0 (required with a path)
+
+    @model_validator(mode="after")
+    def _paper(self) -> "Paper":
+        if self.path is not None:
+            if not self.path.lower().endswith(".pdf") or Path(self.path).is_absolute() or ".." in Path(self.path).parts:
+                raise ValueError(f"path {self.path!r}: give a .pdf file inside the repository, relative to its root")
+            if not self.license:
+                raise ValueError("license: give the paper's SPDX license id (e.g. CC-BY-4.0) with its path")
+        return self
+
+
+class Sign(Strict):
+    """Signed provenance (stages/provenance.py): a PEM EC private key outside the repo; null = unsigned."""
+    private_key: str | None = None
+
+
 class Release(Strict):
     model_name: str
     organization: str = "lucie-repro"
     license: str = "apache-2.0"
     code_url: str = "https://github.com/lucie-repro/lucie-repro"
     languages: list[str] = ["fr", "en", "de", "es", "it"]
+    paper: Paper = Paper()
+    sign: Sign = Sign()
 
 
 class Publish(Strict):

@@ -75,6 +75,10 @@ def repo_files(release: Path, sub: str) -> dict[str, Path]:
         files["release_manifest.json"] = release / "MANIFEST.json"
         if (release / "code").is_dir():  # the source archive the card rates as released
             files.update({f"code/{k}": f for k, f in _tree(release / "code").items()})
+        if (release / "paper").is_dir():  # release.paper (stages/release_paper.py)
+            files.update({f"paper/{k}": f for k, f in _tree(release / "paper").items()})
+        if (release / "provenance").is_dir():  # the signed statement (stages/provenance.py)
+            files.update({f"provenance/{k}": f for k, f in _tree(release / "provenance").items()})
     return files
 
 
@@ -119,8 +123,9 @@ class Release:
     lineage: dict = field(default_factory=dict)
 
 
-def check(release: Path, requirements: list[str], branches: bool = True) -> Release:
-    """Run the three gates; problems are collected (not raised) so a dry run can show all of them."""
+def check(release: Path, requirements: list[str], branches: bool = True, sign_key: str | None = None) -> Release:
+    """Run the gates; problems are collected (not raised) so a dry run can show all of them. With `sign_key`
+    (release.sign.private_key) the release must also be signed by it and verify (stages/provenance.py)."""
     from model_card import render
     from model_card.evidence import collect_release
     from model_card.require import failures
@@ -134,8 +139,8 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
     for src in sorted({f for files in rel.files.values() for f in files.values()}):
         rel.sha[src] = io.sha256_file(src)
         name = src.relative_to(release).as_posix()
-        if name == "MANIFEST.json" or name.startswith("openness/"):
-            continue  # derived from the listed files; the card is checked below
+        if name == "MANIFEST.json" or name.startswith(("openness/", "provenance/")):
+            continue  # derived from the listed files; the card and the signature are checked below
         if name not in recorded:
             rel.problems.append(f"lineage: {name} is not listed in MANIFEST.json")
         elif recorded[name] != rel.sha[src]:
@@ -154,7 +159,23 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
                             f"(`lucie audit release`; {'ratings differ: ' + ', '.join(moved) if moved else 'same ratings, other fields differ'}); "
                             "rebuild the release (`dvc repro release`) if the model_card code changed")
     rel.problems += [f"publish.require: {f}" for f in failures(rel.card, requirements)]
+    if sign_key:
+        rel.problems += signature_problems(release, sign_key)
     return rel
+
+
+def signature_problems(release: Path, private_key: str) -> list[str]:
+    """[] when the release is signed by this key and verifies; else the first failure."""
+    from .provenance import ProvenanceError, public_key_pem, verify
+
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            pub = Path(d) / "key.pub"
+            pub.write_bytes(public_key_pem(private_key))
+            verify(release, pub)
+    except (ProvenanceError, OSError, ValueError) as err:
+        return [f"signature (release.sign.private_key is set): {err}"]
+    return []
 
 
 def tag_name(template: str, rel: Release, recipe: str) -> str:
@@ -433,7 +454,7 @@ def publish_hub(release: Path, p, dest: Path | None = None, endpoint: str | None
                            "or run where the Hub is reachable")
     if token is None:
         raise PublishError(f"no Hugging Face token: {source}")
-    rel = check(release, p.publish.require, p.publish.revision_branches)
+    rel = check(release, p.publish.require, p.publish.revision_branches, p.release.sign.private_key)
     if rel.problems:
         raise PublishError("refusing to publish:\n  " + "\n  ".join(rel.problems))
     api = hub_api(endpoint, token)
@@ -461,7 +482,7 @@ def run(ctx: StageContext) -> None:
         ctx.summary(f"{sum(r['files'] for r in result['trees'])} files in {len(result['trees'])} trees on the Hub "
                     f"({sum(r['new_commit'] for r in result['trees'])} new commits), tag {result['tag']}, all read back")
         return
-    rel = check(release, p.publish.require, p.publish.revision_branches)
+    rel = check(release, p.publish.require, p.publish.revision_branches, p.release.sign.private_key)
     if rel.problems:
         raise PublishError("refusing to publish:\n  " + "\n  ".join(rel.problems))
     published = publish_local(release, ctx.path(p.publish.local_dir), repo_plan, p.publish.revision_branches)

@@ -5,7 +5,9 @@
   release/dataset/   the training corpus as Parquet by language/source, dataset card, datasheets
   release/code/      source archive of the code tree that built all this (stages/code_tree.py) + code.json
   release/openness/  openness.json / .md / badge.svg computed from the evidence in this tree
+  release/paper/     the research paper of release.paper, when given (stages/release_paper.py)
   release/MANIFEST.json  sha256 of every file + lineage (code tree, upstream dvc.lock stage outputs)
+  release/provenance/  in-toto statement of every file, signed with release.sign's key (stages/provenance.py)
 
 Nothing in release/ names the git commit (a lock-only commit would change it); MLflow and the summary do.
 
@@ -238,6 +240,11 @@ def run(ctx: StageContext) -> None:
         if (ctx.root / VERIFICATION).exists():  # `lucie verify`'s last result; evidence checks what it covers
             (tmp / "reproducibility").mkdir()
             shutil.copy(ctx.root / VERIFICATION, tmp / "reproducibility" / "verification.json")
+        try:  # release.paper: a research paper committed in the repo (MOF Class I)
+            from .release_paper import PaperError, add_paper
+            add_paper(ctx.root, p.release.paper, tmp)
+        except PaperError as err:
+            raise StageError(str(err)) from None
         lin = lineage(ctx.root, code["tree"])
         (tmp / "model" / "technical_report.md").write_text(technical_report(p, metrics, code["tree"]))
 
@@ -268,6 +275,13 @@ def run(ctx: StageContext) -> None:
         record = mof_export.to_record(ev, p.release.model_name, code["date"],
                                       producer=p.release.organization, repository=p.release.code_url)
         (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
+        from .provenance import ProvenanceError, sign, write_statement
+        write_statement(tmp)  # in-toto statement: every file's sha256 -> code tree, dvc.lock outputs, verify result
+    if p.release.sign.private_key:  # signed under its final name (the signed payload names the directory)
+        try:
+            sign(ctx.path(OUT), p.release.sign.private_key)
+        except ProvenanceError as err:
+            raise StageError(str(err)) from None
     n_files = len(io.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
     nc = card["nextcloud"]
     ctx.write_metrics("metrics/release.json", {"files": n_files, "dataset_docs": ds["docs"],
@@ -275,6 +289,7 @@ def run(ctx: StageContext) -> None:
                                                "osaid_compliant": card["osaid"]["compliant"], "mof_class": card["mof"]["class"],
                                                "osai_index_score": round(card["osai_index"]["score"], 4),
                                                "gguf_files": len(gguf["files"]), "checkpoints": len(revisions),
+                                               "signed": bool(p.release.sign.private_key),
                                                "reproduction": card["evidence"]["reproduction"]["status"],
                                                "verified_components": sum(c["verified"] for c in card["evidence"]["components"])})
     ctx.tracker.artifact(ctx.path(OUT) / "openness", "openness")

@@ -73,3 +73,40 @@ def test_release_names_the_code_tree_not_the_commit(built):
     shutil.rmtree(clone / "release")  # what a user deletes by hand is rebuilt the same
     run(["dvc", "repro", "--no-run-cache"], clone, built["env"])
     assert run(["git", "status", "--porcelain"], clone, built["env"]).stdout == ""
+
+
+def card(root: Path) -> dict:
+    return json.loads((root / "release" / "openness" / "openness.json").read_text())
+
+
+def mof_component(c: dict, name: str) -> dict:
+    return next(x for x in c["evidence"]["components"] if x["component"] == name)
+
+
+def test_without_a_paper_the_card_says_what_is_missing(built):
+    c = card(built["clone"])
+    paper = mof_component(c, "Research paper")
+    assert not paper["released"] and "release.paper" in paper["note"] and c["mof"]["class"] == 2
+
+
+def test_release_paper_gives_mof_class_1_and_is_published(built):
+    """Runs last: it commits a paper into the clone and rebuilds release + publish there."""
+    from test_release_paper import PDF
+
+    clone, e = built["clone"], built["env"]
+    (clone / "docs" / "paper.pdf").write_bytes(PDF)
+    params = (clone / "params.yaml").read_text()
+    assert "paper: {path: null, license: null}" in params
+    (clone / "params.yaml").write_text(params.replace("paper: {path: null, license: null}",
+                                                      "paper: {path: docs/paper.pdf, license: CC-BY-4.0}"))
+    run([*GIT, "add", "-A"], clone, e)
+    run([*GIT, "commit", "-qm", "a paper"], clone, e)
+    run(["dvc", "repro"], clone, e)
+    c = card(clone)
+    paper = mof_component(c, "Research paper")
+    assert c["mof"]["class"] == 1, c["mof"]
+    assert paper["verified"] and paper["license"] == "CC-BY-4.0" and paper["location"] == "paper/paper.pdf"
+    audit = run(["lucie", "audit", "release", "--format", "json", "--require", "mof-class=1"], clone, e)
+    assert json.loads(audit.stdout)["mof"]["class"] == 1
+    published = clone / "published" / "models" / "lucie-repro" / "lucie-repro-tiny" / "paper" / "paper.pdf"
+    assert published.read_bytes() == PDF
