@@ -89,16 +89,19 @@ def test_without_a_paper_the_card_says_what_is_missing(built):
     assert not paper["released"] and "release.paper" in paper["note"] and c["mof"]["class"] == 2
 
 
-def test_release_paper_gives_mof_class_1_and_is_published(built):
-    """Runs last: it commits a paper into the clone and rebuilds release + publish there."""
+def test_release_paper_gives_mof_class_1_and_signed_release_verifies(built, tmp_path):
+    """Runs last: it commits a paper and a signing key path into the clone and rebuilds release + publish there."""
+    from test_provenance import keypair
     from test_release_paper import PDF
 
     clone, e = built["clone"], built["env"]
+    key, pub = keypair(tmp_path / "keys")  # outside the repo, as keys must be
     (clone / "docs" / "paper.pdf").write_bytes(PDF)
     params = (clone / "params.yaml").read_text()
-    assert "paper: {path: null, license: null}" in params
+    assert "paper: {path: null, license: null}" in params and "sign: {private_key: null}" in params
     (clone / "params.yaml").write_text(params.replace("paper: {path: null, license: null}",
-                                                      "paper: {path: docs/paper.pdf, license: CC-BY-4.0}"))
+                                                      "paper: {path: docs/paper.pdf, license: CC-BY-4.0}")
+                                       .replace("sign: {private_key: null}", f"sign: {{private_key: {key}}}"))
     run([*GIT, "add", "-A"], clone, e)
     run([*GIT, "commit", "-qm", "a paper"], clone, e)
     run(["dvc", "repro"], clone, e)
@@ -108,5 +111,13 @@ def test_release_paper_gives_mof_class_1_and_is_published(built):
     assert paper["verified"] and paper["license"] == "CC-BY-4.0" and paper["location"] == "paper/paper.pdf"
     audit = run(["lucie", "audit", "release", "--format", "json", "--require", "mof-class=1"], clone, e)
     assert json.loads(audit.stdout)["mof"]["class"] == 1
-    published = clone / "published" / "models" / "lucie-repro" / "lucie-repro-tiny" / "paper" / "paper.pdf"
-    assert published.read_bytes() == PDF
+    model_repo = clone / "published" / "models" / "lucie-repro" / "lucie-repro-tiny"
+    assert (model_repo / "paper" / "paper.pdf").read_bytes() == PDF
+    # signed by the release stage; the publish stage's gate verified it (it ran with the key set)
+    assert (model_repo / "provenance" / "release.sig").read_bytes() == (clone / "release/provenance/release.sig").read_bytes()
+    ok = run(["lucie", "verify-release", "release", "--key", str(pub)], clone, e)
+    assert "verified" in ok.stdout
+    (clone / "release" / "model" / "config.json").write_text("{}")
+    bad = subprocess.run(["lucie", "verify-release", "release", "--key", str(pub)], cwd=clone, env=e,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "model/config.json" in bad.stderr
