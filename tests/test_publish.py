@@ -3,6 +3,7 @@ catches a wrong file. No network here; tests/test_publish_hub.py drives the real
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -196,3 +197,17 @@ def test_git_blob_id_is_gits(tmp_path):
     (tmp_path / "f").write_bytes(b"hello\n" * 1000)
     want = subprocess.run(["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True, check=True).stdout.strip()
     assert publish.git_blob_id(tmp_path / "f") == want
+
+
+def test_tag_names_the_code_tree_by_default(tmp_path):
+    from stages.params import Publish
+
+    r = make_release(tmp_path)
+    manifest = json.loads((r / "MANIFEST.json").read_text())
+    manifest["lineage"] = {"code_tree": "c0de" * 10}
+    (r / "MANIFEST.json").write_text(json.dumps(manifest))
+    rel = publish.check(r, [])
+    assert Publish().tag == "release-{code}"
+    assert publish.tag_name(Publish().tag, rel, "tiny") == "release-c0dec0dec0de"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert publish.tag_name("{recipe}-{commit}", rel, "tiny") == f"tiny-{head[:12]}"  # the commit publishing it
