@@ -3,11 +3,14 @@
 As a user would: build everything, commit the lock (a lock-only commit: dvc.lock, metrics/, plots/), clone,
 restore the upstream outputs from the DVC cache, rebuild release and publish for real (no run cache), and
 find `git status --porcelain` empty with dvc.lock, metrics/*.json and plots/ byte-identical. About one full
-`dvc repro` (3 minutes on 2 cores) plus the release twice.
+`dvc repro` (3 minutes on 2 cores) plus the release twice. LUCIE_TEST_DVC_CACHE=DIR shares an existing DVC
+cache (e.g. a worktree's after `dvc repro`) with the first build, whose stages may then be restored from DVC's
+run cache; the clone's release and publish always run (--no-run-cache).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -30,6 +33,8 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("release-repro")
     root = make_copy(tmp / "repo")
     e = env(tmp)
+    if os.environ.get("LUCIE_TEST_DVC_CACHE"):
+        run(["dvc", "cache", "dir", "--local", os.environ["LUCIE_TEST_DVC_CACHE"]], root, e)
     run(["dvc", "repro"], root, e)
     before = code_tree.describe(root)
     run([*GIT, "add", "-A"], root, e)
@@ -38,7 +43,8 @@ def built(tmp_path_factory):
     clone = tmp / "clone"
     run(["git", "clone", "-q", str(root), str(clone)], tmp, e)
     copy_inputs(PROJECT, clone, plan(clone)[1])  # assets/lid (make setup's download, not in git)
-    run(["dvc", "cache", "dir", "--local", str(root / ".dvc" / "cache")], clone, e)
+    cache = os.environ.get("LUCIE_TEST_DVC_CACHE") or str(root / ".dvc" / "cache")
+    run(["dvc", "cache", "dir", "--local", cache], clone, e)
     run(["dvc", "checkout", *UPSTREAM], clone, e)  # upstream outputs as committed; release is rebuilt below
     proc = run(["dvc", "repro", "--no-run-cache"], clone, e)
     return {"root": root, "clone": clone, "env": e, "before": before, "changed": changed, "proc": proc}
