@@ -43,7 +43,7 @@ def load_docs(corpora: Path, copies: int) -> list[dict]:
 def worker(engine: str, copies: int, cold: bool, corpora: Path) -> dict:
     """One chain, one process: build (load), warm up spaCy, then decide every document."""
     from stages import filter as filt
-    from stages import params
+    from stages.core import params
 
     p = params.load(ROOT / "params.yaml").filter
     p = p.model_copy(update={"engine": engine, "language": p.language.model_copy(update={"enabled": False}),
@@ -113,7 +113,7 @@ def main() -> None:
     fast = spawn("fast", 1, False, a.corpora)
     print(HEADER)
     print(line(ref, "datatrove stock blocks"))
-    print(line(fast, "fast (stages/filter_rules)"))
+    print(line(fast, "fast (stages/lib/filter_rules)"))
     print(f"speed ratio fast/datatrove: {ref['run_s'] / fast['run_s']:.1f}x wall, "
           f"{ref['run_cpu'] / fast['run_cpu']:.1f}x CPU; "
           f"end to end incl. load: {(ref['run_s'] + ref['load_s']) / (fast['run_s'] + fast['load_s']):.1f}x")

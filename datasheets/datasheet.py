@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 TEMPLATES = Path(__file__).parent / "templates"
 NOT_RECORDED = "not recorded by the pipeline"
-# Columns of every released row (stages/io.py DOC_SCHEMA); listed here so the datasheet
+# Columns of every released row (stages/core/files.py DOC_SCHEMA); listed here so the datasheet
 # does not import the stages (an auditor installs datasheets/ and model_card/ only).
 FIELDS = {
     "id": "the source's id, or `<source>:<file>:<line>` when the record had none",

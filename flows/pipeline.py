@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 def stage_order(root: Path, targets: list[str] | None = None) -> list[str]:
     """Stage names of dvc.yaml, dependencies first; with targets, those stages and everything upstream
     of them (what `dvc repro TARGET` would consider). One implementation with `lucie verify`."""
-    from lucie.verify import plan
+    from stages.core.dag import plan
 
     return plan(root, targets)[0]
 
@@ -65,9 +65,9 @@ def run_stage(stage: str, root: str) -> dict:
 
 
 def _parent_run(root: Path):
-    from stages.params import load
-    from stages.runtime import params_path
-    from stages.tracking import resolve_uri
+    from stages.core.params import load
+    from stages.core.runtime import params_path
+    from stages.core.tracking import resolve_uri
 
     p = load(params_path(root))
     if not p.tracking.enabled:

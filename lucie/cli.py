@@ -33,7 +33,7 @@ def run(stages: Optional[list[str]] = typer.Argument(None, help="These stages an
 def recipe(name: str = typer.Argument(..., help="A file recipes/<name>.yaml, e.g. tiny or lucie-7b."),
            root: Path = typer.Option(Path("."), help="Repository root.")):
     """Make recipes/<name>.yaml the active params.yaml (validated first)."""
-    from stages.params import ParamsError, load
+    from stages.core.params import ParamsError, load
 
     src = root / "recipes" / f"{name}.yaml"
     if not src.exists():
@@ -53,9 +53,9 @@ def inspect_batch(step: int = typer.Argument(..., help="Optimizer step, 1-based 
                   world_size: int = typer.Option(1, help="Processes the run used (the batch is global anyway)."),
                   phase: str = typer.Option("main", help="main, extension or annealing (steps count from 1 in each).")):
     """Print which documents (and which token ranges of them) a training step saw."""
-    from stages.batches import documents_of_step, tokens_dir
-    from stages.params import load
-    from stages.runtime import params_path
+    from stages.lib.batches import documents_of_step, tokens_dir
+    from stages.core.params import load
+    from stages.core.runtime import params_path
 
     try:
         rows = documents_of_step(load(params_path(root)), tokens_dir(root, phase), step, world_size, phase)
@@ -150,8 +150,8 @@ def verify_release(release: Path = typer.Argument(..., help="A release directory
                    key: Path = typer.Option(..., "--key", help="The signer's public key (PEM).")):
     """Check a signed release: signature over every file, each file's sha256 in the in-toto statement, lineage.
 
-    Exit 0 when intact, 1 naming the first failure (stages/provenance.py)."""
-    from stages.provenance import ProvenanceError, verify
+    Exit 0 when intact, 1 naming the first failure (stages/lib/provenance.py)."""
+    from stages.lib.provenance import ProvenanceError, verify
 
     if not release.is_dir():
         typer.echo(f"{release}: not a directory", err=True)

@@ -149,7 +149,7 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
         return Item(component, ctype, True, rel, license, ok, digest(rel), why)
 
     model_lic = card_yaml(release / "model" / "README.md").get("license")
-    paper_json = release / "paper" / "paper.json"  # release.paper's own license (stages/release_paper.py)
+    paper_json = release / "paper" / "paper.json"  # release.paper's own license (stages/lib/release_paper.py)
     paper_lic = json.loads(paper_json.read_text()).get("license") if paper_json.exists() else None
     data_lic = card_yaml(release / "dataset" / "README.md").get("license")
     code = json.loads((release / "code" / "code.json").read_text()) if (release / "code" / "code.json").exists() else {}

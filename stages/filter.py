@@ -7,7 +7,7 @@ The text rules apply to natural-language documents (`filter.text_langs`); code o
 it is the most expensive rule and only survivors need it.
 
 Two engines take the same decisions (`filter.engine`):
-- `fast` (default): stages/filter_rules.py, which splits each document into words once and shares them
+- `fast` (default): stages/lib/filter_rules.py, which splits each document into words once and shares them
   between rules; ~7-8x datatrove's throughput (benchmarks/filter_speed.py).
 - `datatrove`: datatrove's own blocks (URLFilter, GopherRepetition/Quality, C4QualityFilter), the
   reference Lucie's authors ran; the value and threshold of a drop come from the fast rule of the same
@@ -25,11 +25,11 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
-from . import executor
-from . import filter_rules as fr
-from . import io
-from .params import WORD_TOKENIZER, Filter
-from .runtime import Ledger, StageContext, StageError, console, progress, stage
+from stages.core import executor
+from stages.lib import filter_rules as fr
+from stages.core import files
+from stages.core.params import WORD_TOKENIZER, Filter
+from stages.core.runtime import Ledger, StageContext, StageError, console, progress, stage
 
 IN, OUT = "data/raw", "data/filtered"
 PERPLEXITY_OFF = "perplexity filter off: no KenLM model configured"
@@ -282,7 +282,7 @@ class FilterTask:
 
     def __call__(self, rank: int, world_size: int, out: Path) -> dict:
         chain = self.chain()
-        start, end = executor.row_range(io.count_docs(self.src), rank, world_size)
+        start, end = executor.row_range(files.count_docs(self.src), rank, world_size)
         ledger, dropped = Ledger(), []
         per_source: dict[str, Counter] = {}
         by_check: Counter = Counter()
@@ -309,8 +309,8 @@ class FilterTask:
                 dropped.append({"id": doc["id"], "source": doc["source"], "verdict": d.verdict, "rule": d.rule,
                                 "check": d.check, "value": d.value, "threshold": d.threshold, "detail": d.detail})
 
-        io.write_manifest(out, io.write_docs(out, kept(), self.rows_per_shard))
-        io.write_jsonl(out / "dropped.jsonl", dropped)
+        files.write_manifest(out, files.write_docs(out, kept(), self.rows_per_shard))
+        files.write_jsonl(out / "dropped.jsonl", dropped)
         return {"rows": [start, end], "read": ledger.read, "kept": ledger.kept, "dropped": dict(ledger.dropped),
                 "rejected": dict(ledger.rejected), "by_check": dict(by_check),
                 "per_source": {s: dict(c) for s, c in per_source.items()}}
@@ -319,14 +319,14 @@ class FilterTask:
 def merge(dirs: list[Path], out: Path) -> tuple[Ledger, dict[str, Counter], Counter]:
     """The tasks' outputs, in rank order, as the stage's output folder; their counters summed."""
     ledger, per_source, by_check = Ledger(), {}, Counter()
-    with io.atomic_dir(out) as tmp:
-        io.write_manifest(tmp, executor.merge_parts(dirs, tmp))
+    with files.atomic_dir(out) as tmp:
+        files.write_manifest(tmp, executor.merge_parts(dirs, tmp))
         with open(tmp / "dropped.jsonl", "wb") as f:
             for d in dirs:
                 with open(d / "dropped.jsonl", "rb") as part:
                     shutil.copyfileobj(part, f)
         for d in dirs:
-            t = io.read_json(d / executor.TASK_RESULT)
+            t = files.read_json(d / executor.TASK_RESULT)
             ledger.read += t["read"]
             ledger.kept += t["kept"]
             ledger.dropped.update(t["dropped"])

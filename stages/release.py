@@ -3,11 +3,11 @@
   release/model/     base model (safetensors, config, tokenizer), model card, eval results, training log
   release/instruct/  the SFT+DPO model, same layout
   release/dataset/   the training corpus as Parquet by language/source, dataset card, datasheets
-  release/code/      source archive of the code tree that built all this (stages/code_tree.py) + code.json
+  release/code/      source archive of the code tree that built all this (stages/lib/code_tree.py) + code.json
   release/openness/  openness.json / .md / badge.svg computed from the evidence in this tree
-  release/paper/     the research paper of release.paper, when given (stages/release_paper.py)
+  release/paper/     the research paper of release.paper, when given (stages/lib/release_paper.py)
   release/MANIFEST.json  sha256 of every file + lineage (code tree, upstream dvc.lock stage outputs)
-  release/provenance/  in-toto statement of every file, signed with release.sign's key (stages/provenance.py)
+  release/provenance/  in-toto statement of every file, signed with release.sign's key (stages/lib/provenance.py)
 
 Nothing in release/ names the git commit (a lock-only commit would change it); MLflow and the summary do.
 
@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
-from . import io
-from .gguf_export import export as gguf_export
-from .revisions import list_revisions
-from .runtime import StageContext, StageError, stage
+from stages.core import files
+from stages.lib.gguf_export import export as gguf_export
+from stages.lib.phases import list_revisions
+from stages.core.runtime import StageContext, StageError, stage
 
 OUT = "release"
 # release subtree -> (pipeline output, key of its results in metrics/eval.json)
@@ -91,22 +90,22 @@ def technical_report(p, metrics: dict, tree: str) -> str:
 
 
 def git_archive(root: Path, out: Path) -> dict:
-    """The code archive, named by the code tree (stages/code_tree.py), so a lock-only commit changes nothing here."""
-    from .code_tree import CodeTreeError, write_archive
+    """The code archive, named by the code tree (stages/lib/code_tree.py), so a lock-only commit changes nothing here."""
+    from stages.lib.code_tree import CodeTreeError, write_archive
 
     try:
         info, name = write_archive(root, out, "lucie-repro")
     except CodeTreeError as err:
         raise StageError(str(err)) from None
     # A modified or untracked code file means the code that ran is not the tree archived here.
-    return {"tree": info.tree, "date": info.date, "archive": name, "sha256": io.sha256_file(out / name),
+    return {"tree": info.tree, "date": info.date, "archive": name, "sha256": files.sha256_file(out / name),
             "files": info.files, "dirty_worktree": bool(info.dirty), "license": project_license(root),
             "_head": info.head, "_dirty": info.dirty}
 
 
 def portable_tokenizer(model_dir: Path) -> None:
-    """Loads in transformers 4.4x and 5.x, with the context length (stages/portable_tokenizer.py)."""
-    from .portable_tokenizer import TokenizerConfigError, make_portable
+    """Loads in transformers 4.4x and 5.x, with the context length (stages/lib/portable_tokenizer.py)."""
+    from stages.lib.portable_tokenizer import TokenizerConfigError, make_portable
 
     try:
         make_portable(model_dir)
@@ -146,14 +145,14 @@ def project_license(root: Path) -> str:
 
 
 def write_dataset(ctx: StageContext, out: Path, metrics: dict) -> dict:
-    rows = list(io.read_docs(ctx.path("data/dedup")))
+    rows = list(files.read_docs(ctx.path("data/dedup")))
     groups: dict[tuple, list] = defaultdict(list)
     for r in rows:
         groups[(r["lang"], r["source"])].append(r)
     for (lang, source), members in sorted(groups.items()):
         d = out / "data" / lang / source
         d.mkdir(parents=True)
-        io.write_docs(d, members, ctx.params.ingest.rows_per_shard)
+        files.write_docs(d, members, ctx.params.ingest.rows_per_shard)
     from datasheets.dataset_card import dataset_card
     from datasheets.datasheet import write_datasheets
 
@@ -188,10 +187,10 @@ def manifest(tree: Path, lin: dict, previous: dict | None = None, changed: tuple
     """sha256 of every file but the manifest and the openness card; with `previous`, only `changed`
     files are hashed again (the second rating pass rewrites just the model cards)."""
     if previous:
-        return {"files": {**previous["files"], **{rel: io.sha256_file(tree / rel) for rel in changed}}, "lineage": lin}
-    files = {str(f.relative_to(tree)): io.sha256_file(f) for f in sorted(tree.rglob("*"))
+        return {"files": {**previous["files"], **{rel: files.sha256_file(tree / rel) for rel in changed}}, "lineage": lin}
+    listed = {str(f.relative_to(tree)): files.sha256_file(f) for f in sorted(tree.rglob("*"))
              if f.is_file() and f.name != "MANIFEST.json" and f.relative_to(tree).parts[0] != "openness"}
-    return {"files": files, "lineage": lin}
+    return {"files": listed, "lineage": lin}
 
 
 def run(ctx: StageContext) -> None:
@@ -200,13 +199,13 @@ def run(ctx: StageContext) -> None:
     from model_card.evidence import collect_release
 
     p = ctx.params
-    metrics = {k: io.read_json(ctx.path(f"metrics/{k}.json")) for k in METRICS}  # read once, used by every card
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
+    metrics = {k: files.read_json(ctx.path(f"metrics/{k}.json")) for k in METRICS}  # read once, used by every card
+    with files.atomic_dir(ctx.path(OUT)) as tmp:
         for key, (src, eval_key) in MODELS.items():
             d = tmp / key
             shutil.copytree(ctx.path(src), d)
             portable_tokenizer(d)
-            io.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
+            files.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
             shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
             (d / "training_logs").mkdir()
             for plot in ("pretrain_loss.csv", *PHASE_PLOTS, "eval_curve.csv"):
@@ -233,15 +232,15 @@ def run(ctx: StageContext) -> None:
         (tmp / "code").mkdir()
         code = {"repository": p.release.code_url, **git_archive(ctx.root, tmp / "code")}
         head, dirty = code.pop("_head"), code.pop("_dirty")  # the commit stays outside the hashed outputs
-        io.write_json(tmp / "code" / "code.json", code)
+        files.write_json(tmp / "code" / "code.json", code)
         # Supporting libraries and tools: the exact environment and the license of each package in it.
         shutil.copy(ctx.root / "requirements.lock", tmp / "code" / "requirements.lock")
-        io.write_json(tmp / "code" / "third_party_licenses.json", third_party_licenses(ctx.root / "requirements.lock"))
+        files.write_json(tmp / "code" / "third_party_licenses.json", third_party_licenses(ctx.root / "requirements.lock"))
         if (ctx.root / VERIFICATION).exists():  # `lucie verify`'s last result; evidence checks what it covers
             (tmp / "reproducibility").mkdir()
             shutil.copy(ctx.root / VERIFICATION, tmp / "reproducibility" / "verification.json")
         try:  # release.paper: a research paper committed in the repo (MOF Class I)
-            from .release_paper import PaperError, add_paper
+            from stages.lib.release_paper import PaperError, add_paper
             add_paper(ctx.root, p.release.paper, tmp)
         except PaperError as err:
             raise StageError(str(err)) from None
@@ -253,7 +252,7 @@ def run(ctx: StageContext) -> None:
 
         def rate(previous=None):
             m = manifest(tmp, lin, previous, cards)
-            io.write_json(tmp / "MANIFEST.json", m)
+            files.write_json(tmp / "MANIFEST.json", m)
             ev = collect_release(tmp, OUT)
             return m, ev, orender.audit(ev)
 
@@ -275,14 +274,14 @@ def run(ctx: StageContext) -> None:
         record = mof_export.to_record(ev, p.release.model_name, code["date"],
                                       producer=p.release.organization, repository=p.release.code_url)
         (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
-        from .provenance import ProvenanceError, sign, write_statement
+        from stages.lib.provenance import ProvenanceError, sign, write_statement
         write_statement(tmp)  # in-toto statement: every file's sha256 -> code tree, dvc.lock outputs, verify result
     if p.release.sign.private_key:  # signed under its final name (the signed payload names the directory)
         try:
             sign(ctx.path(OUT), p.release.sign.private_key)
         except ProvenanceError as err:
             raise StageError(str(err)) from None
-    n_files = len(io.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
+    n_files = len(files.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
     nc = card["nextcloud"]
     ctx.write_metrics("metrics/release.json", {"files": n_files, "dataset_docs": ds["docs"],
                                                "nextcloud_color": nc["color"], "nextcloud_conditions_met": nc["conditions_met"],

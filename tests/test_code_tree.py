@@ -1,4 +1,4 @@
-"""The release's code identity (stages/code_tree.py) in real temp git repos: equal to git's own tree id,
+"""The release's code identity (stages/lib/code_tree.py) in real temp git repos: equal to git's own tree id,
 unchanged by a lock-only commit, the same archive bytes in a clone, and covered by the release's DVC deps."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import code_tree
+from stages.lib import code_tree
 
 PROJECT = Path(__file__).resolve().parent.parent
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@t.invalid"]

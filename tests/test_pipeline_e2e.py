@@ -53,7 +53,7 @@ def test_every_stage_ran_in_dag_order(repo):
 def test_outputs_match_the_committed_dvc_lock(repo):
     """The committed dvc.lock is the golden record: a fresh run must give byte-identical outputs.
 
-    release/ and published/ included: they name the code tree, not the commit (stages/code_tree.py). After an
+    release/ and published/ included: they name the code tree, not the commit (stages/lib/code_tree.py). After an
     intended change, refresh the golden with `make repro && git add dvc.lock metrics plots`.
     """
     root = repo["root"]

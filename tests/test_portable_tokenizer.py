@@ -1,4 +1,4 @@
-"""Released tokenizers load in transformers 4.4x and 5.x (stages/portable_tokenizer.py), with the context length.
+"""Released tokenizers load in transformers 4.4x and 5.x (stages/lib/portable_tokenizer.py), with the context length.
 
 Built with the project's own tokenizer and align code in a temp dir. transformers 5 (the venv's) loads the
 rewritten files in-process; the file check (`problems`) encodes what transformers 4.x needs (it refuses
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import portable_tokenizer as pt
+from stages.lib import portable_tokenizer as pt
 
 WORDS = "le chat dort sur le tapis rouge the quick brown fox jumps over the lazy dog der Hund el perro".split()
 CONV = [{"role": "user", "content": "Bonjour le chat"}, {"role": "assistant", "content": "the lazy dog"}]

@@ -1,4 +1,4 @@
-"""Signed provenance (stages/provenance.py, `lucie verify-release`) with real model-signing and real EC P-256
+"""Signed provenance (stages/lib/provenance.py, `lucie verify-release`) with real model-signing and real EC P-256
 keys made here by openssl: intact -> exit 0; a changed byte, an added file, an altered statement, another
 key, no signature -> exit 1 naming the first failure; `lucie publish`'s gate refuses what does not verify."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lucie.cli import app
-from stages import provenance
-from stages.io import sha256_file
+from stages.lib import provenance
+from stages.core.files import sha256_file
 
 runner = CliRunner()
 

@@ -10,8 +10,8 @@ import pytest
 from model_card import render
 from model_card.evidence import collect_release
 from stages import publish
-from stages.io import sha256_file
-from stages.params import ParamsError
+from stages.core.files import sha256_file
+from stages.core.params import ParamsError
 
 GIT_COMMIT = "1f25c805eba621ab9bfcb2206c88b173830ccd3b"
 CHECKPOINTS = ("extension_step0000025", "step0000075")
@@ -200,7 +200,7 @@ def test_git_blob_id_is_gits(tmp_path):
 
 
 def test_tag_names_the_code_tree_by_default(tmp_path):
-    from stages.params import Publish
+    from stages.core.params import Publish
 
     r = make_release(tmp_path)
     manifest = json.loads((r / "MANIFEST.json").read_text())

@@ -1,4 +1,4 @@
-"""release.paper (stages/release_paper.py): a committed PDF goes into release/paper/ with its license;
+"""release.paper (stages/lib/release_paper.py): a committed PDF goes into release/paper/ with its license;
 anything else is refused with one line naming params.yaml release.paper.path. The Class I audit of the real
 tiny release with a paper is in tests/test_release_repro.py."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from stages.params import Paper
-from stages.release_paper import PaperError, add_paper
+from stages.core.params import Paper
+from stages.lib.release_paper import PaperError, add_paper
 
 PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
        b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")

@@ -20,7 +20,7 @@ import pytest
 
 from lucie.verify import copy_inputs, plan
 from repo_copy import PROJECT, env, make_copy, run
-from stages import code_tree
+from stages.lib import code_tree
 
 pytestmark = pytest.mark.slow
 UPSTREAM = ["ingest", "filter", "dedup", "tokenizer", "mix", "tokenize", "pretrain", "extend", "anneal", "align",

@@ -2,7 +2,7 @@
 
 release/provenance/statement.json (always written, deterministic) is an in-toto Statement v1 whose
 subjects are every released file with its sha256, and whose predicate links them to what made them: the
-code tree (stages/code_tree.py) and its archive, the dvc.lock outputs of every upstream stage (the
+code tree (stages/lib/code_tree.py) and its archive, the dvc.lock outputs of every upstream stage (the
 release manifest's lineage) and the `lucie verify` result the release carries (status, summary, sha256
 of reproducibility/verification.json).
 

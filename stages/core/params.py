@@ -1,8 +1,11 @@
 """Typed schema of params.yaml: one model per stage section, validated before any work.
 
-Every stage calls `load()` first (through stages.runtime.stage). An unknown key, a wrong type or an impossible
+Every stage calls `load()` first (through stages.core.runtime.stage). An unknown key, a wrong type or an impossible
 combination raises `ParamsError` naming the dotted key (e.g. `pretrain.lr`), so a typo
 in params.yaml never silently falls back to a default after an hour of compute.
+
+Why one module of ~700 lines: it is the one place that says what params.yaml may hold, section after section in
+dvc.yaml's order; cross-section checks (e.g. a phase's seq_len against the model) need every section at hand.
 """
 from __future__ import annotations
 
@@ -146,7 +149,7 @@ class Perplexity(Strict):
 
 
 class Filter(Strict):
-    # fast: stages/filter_rules.py (each document tokenized once); datatrove: datatrove's own blocks.
+    # fast: stages/lib/filter_rules.py (each document tokenized once); datatrove: datatrove's own blocks.
     # Both take the same decisions (tests/test_filter_rules.py, benchmarks/filter_speed.py).
     engine: Literal["fast", "datatrove"] = "fast"
     text_langs: list[str] = ["en", "fr", "de", "es", "it"]  # text rules apply to these; code gets the URL rule only
@@ -197,7 +200,7 @@ class Mix(Strict):
 
 # ---------------------------------------------------------------- executor (data stages' scale-out)
 class SlurmExecutor(Strict):
-    """What datatrove's SlurmPipelineExecutor writes into its sbatch array script (`python -m stages.executor
+    """What datatrove's SlurmPipelineExecutor writes into its sbatch array script (`python -m stages.core.executor
     --sbatch filter` prints it). One array task per datatrove task; `executor.workers` caps how many run at once."""
     partition: str = "cpu"
     time: str = Field(default="04:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
@@ -566,7 +569,7 @@ class Evaluate(Strict):
 
 # ---------------------------------------------------------------- release + publish
 class Paper(Strict):
-    """A research paper about the model (MOF Class I); stages/release_paper.py puts it into the release."""
+    """A research paper about the model (MOF Class I); stages/lib/release_paper.py puts it into the release."""
     path: str | None = None  # a PDF committed in this repository (e.g. docs/paper.pdf); null = no paper
     license: str | None = None  # the paper's SPDX license id, e.g. CC-BY-4.0 (required with a path)
 
@@ -581,7 +584,7 @@ class Paper(Strict):
 
 
 class Sign(Strict):
-    """Signed provenance (stages/provenance.py): a PEM EC private key outside the repo; null = unsigned."""
+    """Signed provenance (stages/lib/provenance.py): a PEM EC private key outside the repo; null = unsigned."""
     private_key: str | None = None
 
 
