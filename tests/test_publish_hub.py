@@ -79,7 +79,7 @@ def test_push_then_an_unchanged_release_makes_no_commit(project, hub):
     # Weights went through LFS (PUT, sha256 checked by the double), small text files inline.
     head = hub.repos[("models", MODEL)].commits[hub.history("models", MODEL)[0]]["files"]
     assert head["model.safetensors"].lfs and head["config.json"].lfs is None
-    assert ("PUT", f"/lfs-upload/{publish.io.sha256_file(r / 'model/model.safetensors')}") in [(m, p) for m, p, _ in hub.requests]
+    assert ("PUT", f"/lfs-upload/{publish.files.sha256_file(r / 'model/model.safetensors')}") in [(m, p) for m, p, _ in hub.requests]
     for kind, repo in hub.repos:
         assert hub.repos[(kind, repo)].tags == {"release-1f25c805eba6": hub.history(kind, repo)[0]}
         assert hub.repos[(kind, repo)].private  # publish.private: true
