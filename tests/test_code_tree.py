@@ -104,6 +104,9 @@ def test_dirty_sees_code_not_run_records(repo):
     (repo / "dvc.lock").write_text("changed\n")
     (repo / "plots" / "p.csv").write_text("changed\n")
     assert code_tree.dirty(repo) == []
+    (repo / ".release.tmp-host-1" / "model").mkdir(parents=True)  # the release stage's own temp dir
+    (repo / ".release.tmp-host-1" / "model" / "config.json").write_text("{}")
+    assert code_tree.dirty(repo) == []
     (repo / "stages" / "new.py").write_text("")
     (repo / "params.yaml").unlink()
     assert code_tree.dirty(repo) == ["params.yaml", "stages/new.py"]

@@ -134,9 +134,19 @@ def archive(root: Path, items: list[Entry], prefix: str) -> bytes:
 
 
 def dirty(root: Path) -> list[str]:
-    """Code paths whose working copy differs from HEAD (modified, staged, deleted or untracked)."""
+    """Code paths whose working copy differs from HEAD: tracked files modified, staged or deleted, and
+    untracked (not ignored) files inside a top-level directory of the code tree (stages/new.py). An untracked
+    new top-level entry is not code the release depends on: e.g. `.release.tmp-*`, the stage's own temp
+    directory (stages/core/files.atomic_dir), exists while this runs."""
     out = git(root, "status", "--porcelain", "-z", "--untracked-files=all", "--", *PATHSPEC).decode()
-    return sorted({rec[3:] for rec in out.split("\0") if len(rec) > 3 and rec[2] == " "})
+    code_dirs = {e.path.split("/", 1)[0] for e in entries(root) if "/" in e.path}
+    paths = set()
+    for rec in out.split("\0"):
+        if len(rec) > 3 and rec[2] == " ":
+            path = rec[3:]
+            if not rec.startswith("??") or path.split("/", 1)[0] in code_dirs:
+                paths.add(path)
+    return sorted(paths)
 
 
 def last_change(root: Path) -> tuple[str, str]:
