@@ -36,7 +36,7 @@ def load_docs(corpora: Path, copies: int) -> list[dict]:
         for line in open(corpora / f"real-{lang}.jsonl", encoding="utf-8"):
             d = json.loads(line)
             docs.append({"id": d["id"], "text": d["text"], "lang": d["lang"], "url": d.get("url") or "",
-                         "source": lang})
+                         "source": lang, "category": "web"})  # web: the rule set that meets every rule
     return [{**d, "id": f"{d['id']}#{k}" if k else d["id"]} for k in range(copies) for d in docs]
 
 
@@ -56,7 +56,7 @@ def worker(engine: str, copies: int, cold: bool, corpora: Path) -> dict:
             for _, rule in chain.text_rules(lang):
                 rule.twin = None  # stock blocks only: no value lookup through our rules
     for lang in LANGS:
-        filt.decide_full(chain, {"id": "warmup", "text": WARMUP[lang], "lang": lang, "url": ""})
+        filt.decide_full(chain, {"id": "warmup", "text": WARMUP[lang], "lang": lang, "url": "", "category": "web"})
         if cold:
             chain.splitter(lang).use_cache = False
     load_s, load_cpu = time.perf_counter() - t0, time.process_time() - c0

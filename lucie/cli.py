@@ -137,6 +137,25 @@ def check_data(dirs: list[Path] = typer.Argument(..., help="Document directories
     raise typer.Exit(main(dirs))
 
 
+@app.command("mix-plan")
+def mix_plan(stats: Path = typer.Option(..., "--stats", help="Per-sub-corpus statistics in Lucie's stats_datasets.csv "
+                                                             "format, e.g. ../shared/lucie/stats_datasets.csv."),
+             recipe: Optional[str] = typer.Option(None, help="recipes/<NAME>.yaml (default: the active params.yaml)."),
+             format: str = typer.Option("md", "--format", "-f", help="md (tables by share after weighting) or json."),
+             write_data_path: Optional[Path] = typer.Option(
+                 None, "--write-data-path", help="Also write Megatron-DeepSpeed's --data-path ('weight prefix' per line)."),
+             data_dir: str = typer.Option("", help="Directory prefixed to each --data-path entry (<name>_text_document)."),
+             root: Path = typer.Option(Path("."), help="Repository root.")):
+    """A recipe's main-phase blend from published token counts: shares before/after weighting, epochs, samples.
+
+    The same weights/epochs code as the mix stage (stages/lib/mix_plan.py). Exit 2 on bad usage or a malformed file.
+    """
+    from lucie.mix_plan_cmd import main
+
+    raise typer.Exit(main(stats, recipe, format, write_data_path, data_dir, root,
+                          lambda s: typer.echo(s, nl=False), lambda s: typer.echo(s, err=True)))
+
+
 from lucie import publish_cmd  # noqa: E402  (`lucie publish`: plan by default, --yes pushes)
 
 app.command("publish")(publish_cmd.publish)

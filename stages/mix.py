@@ -30,7 +30,7 @@ from pathlib import Path
 
 from stages.core import files
 from stages.core.runtime import StageContext, StageError, stage, tokenizer_threads
-from stages.lib.mixing import phase_streams, schedule, shares, stats
+from stages.lib.mixing import check_weights, phase_streams, schedule, shares, stats
 from stages.lib.split import is_valid
 
 IN, OUT = "data/dedup", "data/mixed"  # OUT: train, valid, extension, annealing
@@ -59,12 +59,7 @@ def run(ctx: StageContext) -> None:
     docs = list(files.read_docs(ctx.path(IN)))
     valid = [d for d in docs if is_valid(seed, d["id"], p.valid_fraction)]
     train = [d for d in docs if not is_valid(seed, d["id"], p.valid_fraction)]
-    present = {(d["lang"], d["category"]) for d in docs}
-    unmatched = sorted(k for k in p.weights if tuple(k.split("--", 1)) not in present)
-    unmatched += sorted(f"lang_weights.{k}" for k in p.lang_weights if k != "other" and k not in {l for l, _ in present})
-    if unmatched:  # a typo would silently fall back to default_epochs
-        raise StageError(f"mix weights match no document group: {unmatched}; groups here: "
-                         f"{sorted(f'{l}--{c}' for l, c in present)}")
+    check_weights(p, {(d["lang"], d["category"]) for d in docs})
     tokens = count_tokens(ctx.path(TOKENIZER), docs)
     stream = schedule(train, p, seed, p.chronological)
     phases = phase_streams(ctx.params, train, lambda d: tokens[d["id"]])

@@ -55,7 +55,9 @@ METRICS = {
     "filter": {"read": 17, "kept": 11, "dropped": {"language": 2, "url": 4}, "dropped_total": 6,
                "per_source": {"webmix": {"read": 10, "kept": 8, "dropped.url": 2},
                               "wiki": {"read": 3, "kept": 3},
-                              "hub": {"read": 4, "kept": 0, "dropped.language": 2, "dropped.url": 2}}},
+                              "hub": {"read": 4, "kept": 0, "dropped.language": 2, "dropped.url": 2}},
+               "rule_sets": {"web": {"rules": ["url", "language", "c4"], "read": 14, "kept": 8},
+                             "wiki": {"rules": [], "read": 3, "kept": 3}}},
     "dedup": {"read": 11, "kept": 9, "dropped": {"exact": 1, "near_duplicate": 1}, "dropped_total": 2},
     "mix": {"after_upsampling": {"by_source": {"webmix": {"docs": 12, "words": 90, "chars": 500}}}},
 }
@@ -101,6 +103,8 @@ def test_datasheet_numbers_are_the_measured_ones(tree):
     assert f"{100 * words(web) / total_words:.1f} % of its words" in text
     assert re.search(r"12 read, 10 accepted, 2 rejected as\s+malformed \(malformed_json 2\)", text)
     assert "10 read, 8 kept (80.0 %)" in text and "- url: 2 (20.0 % of read)" in text
+    assert "category (`filter.<rule>.categories`):\n  web: url, language, c4.\n" in text
+    assert "category (`filter.<rule>.categories`):\n  wiki: none.\n" in (tree / "datasheets/wiki.md").read_text()
     assert re.search(r"8 read, 1 removed \(exact 1\),\s+7 kept \(87.5 %\)", text)
     assert f"{len(web)} of 12 records read are released ({100 * len(web) / 12:.1f} %)" in text
     assert "**Languages:** en 4, fr 3." in text

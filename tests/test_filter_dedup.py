@@ -152,8 +152,9 @@ def test_code_only_meets_the_url_rule(filtered):
     code = rows["code-a"]
     assert [name for name, _ in chain.rules_for(code)] == ["url"]
     assert filt.decide(chain, code) == ("keep", None, "")
-    # The same text declared as English meets the text rules, and they would drop it.
-    verdict, rule, _ = filt.decide(chain, {**code, "lang": "en"})
+    # Declared as English it still meets only the programming rule set; declared English web, the text rules drop it.
+    assert [name for name, _ in chain.rules_for({**code, "lang": "en"})] == ["url"]
+    verdict, rule, _ = filt.decide(chain, {**code, "lang": "en", "category": "web"})
     assert verdict == "drop" and rule in {"language", "gopher_repetition", "gopher_quality", "c4"}
     # And code on a blocklisted domain is dropped by the URL rule.
     assert filt.decide(chain, {**code, "url": rows["blocked"]["url"]})[:2] == ("drop", "url")

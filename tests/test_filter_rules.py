@@ -192,7 +192,7 @@ def test_decisions_match_datatrove_on_corpus_slice(chains, corpus_slice):
     """Every document: the same verdict, the same first failing rule and the same reason, 100 %."""
     checks, diffs = set(), []
     for d in corpus_slice:
-        doc = {"url": "", **d, "id": d.get("id", "x")}
+        doc = {"url": "", **d, "id": d.get("id", "x"), "category": "web"}  # web: the rule set with every rule
         fast, ref = decide_text(chains["fast"], doc), decide_text(chains["datatrove"], doc)
         if (fast.verdict, fast.rule, fast.check) != (ref.verdict, ref.rule, ref.check):
             diffs.append((doc["id"], fast, ref))
@@ -277,7 +277,8 @@ def test_drop_records_carry_value_and_threshold(fast_run, planted):
     assert {k: (r["rule"], r["check"]) for k, r in dropped.items()} == EXPECTED
     source = {r["id"]: r["source"] for r in planted}
     for id_, r in dropped.items():
-        assert set(r) == {"id", "source", "verdict", "rule", "check", "value", "threshold", "detail"}
+        assert set(r) == {"id", "source", "verdict", "rule", "check", "value", "threshold", "detail", "rule_set"}
+        assert r["rule_set"] == "web"  # the category whose rule set the document met
         assert r["verdict"] == "drop" and r["source"] == source[id_] and r["detail"]
         assert r["value"] is not None and r["threshold"] is not None, r
     assert dropped["short"]["value"] < dropped["short"]["threshold"] == 50

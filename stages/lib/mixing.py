@@ -44,6 +44,16 @@ def epochs_for(p: Mix, lang: str, category: str, source: str = "") -> float:
     return p.weights.get(f"{lang}--{category}", p.default_epochs) * lw * p.source_weights.get(source, 1.0)
 
 
+def check_weights(p: Mix, present: set[tuple[str, str]]) -> None:
+    """Every weight must name a (lang, category) group that exists: a typo would silently fall back to
+    default_epochs. The mix stage checks its documents' groups, `lucie mix-plan` its statistics' sub-corpora."""
+    unmatched = sorted(k for k in p.weights if tuple(k.split("--", 1)) not in present)
+    unmatched += sorted(f"lang_weights.{k}" for k in p.lang_weights if k != "other" and k not in {l for l, _ in present})
+    if unmatched:
+        raise StageError(f"mix weights match no document group: {unmatched}; groups here: "
+                         f"{sorted(f'{l}--{c}' for l, c in present)}")
+
+
 def year(doc: dict) -> int:
     d = doc.get("date") or ""
     return int(d[:4]) if d[:4].isdigit() else 0

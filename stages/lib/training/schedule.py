@@ -56,7 +56,7 @@ def check_batches(hp: Pretrain, world: int) -> None:
         sizes |= set(range(r.start, hp.global_batch_size, r.increment))
     bad = sorted(s for s in sizes if s % unit)
     if bad:
-        raise StageError(f"global batch sizes {bad[:5]} are not multiples of micro_batch_size x processes "
+        raise StageError(f"global batch sizes {bad[:5]} are not multiples of micro_batch_size x data-parallel processes "
                          f"= {hp.micro_batch_size} x {world}; change pretrain.global_batch_size/batch_rampup or the launch")
 
 

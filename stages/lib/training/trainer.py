@@ -29,6 +29,7 @@ from stages.lib.tokens import load_tokens
 from stages.lib.training import resume as resuming
 from stages.lib.training.checkpoint import Checkpointer
 from stages.lib.training.export import Exporter
+from stages.lib.training.parallel import Sharded, data_parallel
 from stages.lib.training.model import flops_per_token, llama_config, load_weights, measure_peak_flops
 from stages.lib.training.schedule import batch_plan, check_batches, global_batch, lr_lambda, sample_order
 from stages.lib.training.steplog import StepLog
@@ -38,7 +39,8 @@ TOKENIZER_DIR = "artifacts/tokenizer"
 
 
 def make_accelerator(hp: Pretrain):
-    """One Accelerator per process: CPU DDP over gloo here, NCCL on GPUs, FSDP2/TP when launch.parallelism asks."""
+    """One per process: accelerate's Accelerator for plain data parallelism (CPU DDP over gloo, NCCL on GPUs), or
+    `Sharded` (FSDP2 / HSDP / TP with torch's own APIs) when pretrain.launch.parallelism asks for a mesh."""
     import torch
     from accelerate import Accelerator
 
@@ -49,36 +51,16 @@ def make_accelerator(hp: Pretrain):
     gpu = cuda and launch.backend != "gloo"
     if hp.deterministic and gpu:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA initialises; needed by cuBLAS
-    extra = {}
-    if launch.parallelism.enabled:
-        if not gpu:
-            raise StageError("pretrain.launch.parallelism (FSDP2/TP) needs GPUs: accelerate trains CPU processes "
-                             "with DDP only. Set all sizes to 1 here.")
-        extra = parallelism_kwargs(launch.parallelism)
+    if launch.parallelism.enabled:  # accelerate refuses sharding on CPU: torch's own APIs, on CPU and GPU alike
+        return Sharded(hp, gpu)
     # step_scheduler_with_optimizer=False: accelerate would otherwise step the LR schedule once per process
     # each step (it assumes the global batch grows with the processes; here it is fixed by params).
     acc = Accelerator(cpu=not gpu, mixed_precision="bf16" if hp.precision == "bf16" else "no",
-                      step_scheduler_with_optimizer=False, **extra)
+                      step_scheduler_with_optimizer=False)
     if acc.num_processes != int(os.environ.get("WORLD_SIZE", 1)):
         raise StageError("launched processes do not form one group (set ACCELERATE_USE_CPU=true for CPU DDP; "
                          "`python -m stages.launch` prints a working command)")
     return acc
-
-
-def parallelism_kwargs(pc) -> dict:
-    """Accelerator kwargs for FSDP2 (dp_shard_size) / HSDP (+ dp_replicate_size) / TP (tp_size). GPU only:
-    written from accelerate's documented API, not exercised on this CPU machine (see docs/TRAINING.md)."""
-    from accelerate import FullyShardedDataParallelPlugin
-    from accelerate.parallelism_config import ParallelismConfig
-
-    kwargs = {"parallelism_config": ParallelismConfig(dp_replicate_size=pc.dp_replicate_size,
-                                                      dp_shard_size=pc.dp_shard_size, tp_size=pc.tp_size)}
-    if pc.dp_shard_size > 1:
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
-            fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-            transformer_cls_names_to_wrap=["LlamaDecoderLayer"], state_dict_type="SHARDED_STATE_DICT",
-            reshard_after_forward=True)
-    return kwargs
 
 
 @dataclass
@@ -119,7 +101,7 @@ class Trainer:
         else:
             acc.free_memory()  # the previous phase's model/optimizer must not be saved with this phase's state
         self.acc = acc
-        check_batches(self.hp, acc.num_processes)
+        check_batches(self.hp, data_parallel(acc)[0])
         self._load_data()
         self._resolve_config()
         self._plan_resume(allow_mismatch)
@@ -166,7 +148,10 @@ class Trainer:
 
         hp, acc, ph, res = self.hp, self.acc, self.phase, self.resume
         set_seed(self.ctx.params.seed)
+        self.cfg._attn_implementation = hp.launch.attn_implementation
         model = LlamaForCausalLM(self.cfg)
+        if hp.launch.activation_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if init_from is not None and res.path is None:
             load_weights(model, Path(init_from))  # weights only: the optimizer and schedule start fresh (--finetune)
         self.n_params = sum(t.numel() for t in model.parameters())
@@ -201,7 +186,7 @@ class Trainer:
         import torch
 
         hp, acc, model = self.hp, self.acc, self.model
-        world, rank = acc.num_processes, acc.process_index
+        world, rank = data_parallel(acc)
         g = global_batch(hp, self.offset)
         ids = sample_order(self.ctx.params.seed, self.n_samples, self.offset, g)
         share = g // world
