@@ -22,7 +22,7 @@ from lucie.verify import copy_inputs, plan
 from repo_copy import PROJECT, env, make_copy, run
 from stages.lib import code_tree
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # a full repro: 3 min idle, 30 min on a loaded machine
 UPSTREAM = ["ingest", "filter", "dedup", "tokenizer", "mix", "tokenize", "pretrain", "extend", "anneal", "align",
             "evaluate"]
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
