@@ -7,13 +7,14 @@ error that names what was looked for, so a wrong path never yields an (empty, al
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hf_snapshot, mot_record
+from . import hf_snapshot, mot_record, published_repo
 from .evidence import Evidence, collect_release
 
-KINDS = ("release", "hf-snapshot", "mof-record")
+KINDS = ("release", "published-repo", "hf-snapshot", "mof-record")
 
 
 class InputError(ValueError):
@@ -39,20 +40,44 @@ def detect(path: Path) -> str:
     if (path / "MANIFEST.json").is_file():
         return "release"
     root = hf_snapshot.resolve_root(path)
+    if (root / published_repo.MANIFEST).is_file() and (root / published_repo.CARD).is_file():
+        return "published-repo"
     if (root / "README.md").is_file() or (root / "config.json").is_file():
         return "hf-snapshot"
     raise InputError(f"{path}: not a release directory (no MANIFEST.json), not a Hugging Face model snapshot "
                      "(no README.md or config.json) and not a MOF record (.yml/.yaml file)")
 
 
-def collect(path: Path, label: str | None = None) -> Collected:
-    """Evidence from PATH, whatever it is; `label` names it in the record (default: the path as given)."""
-    kind = detect(path)
+def _collect_hub(spec: str, endpoint: str | None) -> Collected:
+    """The small files of a Hub repo (listing with LFS sha256, refs, README, LICENSE, configs; never the weights)
+    read as a snapshot, plus what only the Hub API knows (revision branches)."""
+    from . import hub_repo
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="lucie-audit-hub-") as tmp:
+            hub = hub_repo.fetch(spec, Path(tmp), endpoint, None)
+            got = collect(Path(tmp), label=spec, repo_id=hub["repo_id"])
+    except hub_repo.HubError as err:
+        raise InputError(str(err)) from None
+    hub_repo.add_branches(got.evidence, hub)
+    got.evidence.lineage["hub"] = hub
+    return got
+
+
+def collect(path: Path | str, label: str | None = None, repo_id: str | None = None,
+            endpoint: str | None = None) -> Collected:
+    """Evidence from PATH, whatever it is; `label` names it in the record (default: the path as given).
+    An hf://ORG/NAME[@REV] address is read through the Hub API (model_card.hub_repo, at `endpoint`)."""
+    if str(path).startswith("hf://"):
+        return _collect_hub(str(path), endpoint)
+    kind = detect(Path(path))
     try:
         if kind == "release":
             return Collected(kind, collect_release(Path(path), label))
+        if kind == "published-repo":
+            return Collected(kind, published_repo.collect(hf_snapshot.resolve_root(Path(path)), label or str(path)))
         if kind == "hf-snapshot":
-            return Collected(kind, hf_snapshot.collect(Path(path), label))
+            return Collected(kind, hf_snapshot.collect(Path(path), label, repo_id))
         ev, record = mot_record.collect(Path(path), label)
         return Collected(kind, ev, record)
     except (ValueError, OSError) as err:  # bad YAML/JSON in the input, unreadable file...

@@ -192,6 +192,32 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
     ]
     if code:
         ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "tree", "commit") if k in code})
+    ev.lineage["facts"] = release_facts(release, archive)
     ver = release / "reproducibility" / "verification.json"
     ev.reproduction = reproduction(json.loads(ver.read_text()) if ver.exists() else None, ev.lineage)
     return ev
+
+
+def release_facts(release: Path, archive: str | None) -> dict:
+    """The documentation checks (model_card.doc_facts) on the files of a release tree: the model cards
+    (the instruct card for fine-tuning), the datasheets, the technical report and the source archive."""
+    from . import doc_facts
+
+    def text(rel: str) -> str | None:
+        p = release / rel
+        return p.read_text(encoding="utf-8") if p.is_file() else None
+
+    facts = {}
+    card = text("model/README.md")
+    if card is not None:
+        facts["modelcard"] = doc_facts.modelcard(card, "model/README.md", fine_tuned=(release / "instruct").is_dir())
+    sheets = {str(f.relative_to(release)): f.read_text(encoding="utf-8")
+              for f in sorted((release / "dataset" / "datasheets").glob("*.md"))} if (release / "dataset").is_dir() else {}
+    if sheets:
+        facts["datasheet"] = doc_facts.datasheet(sheets)
+    docs = {rel: t for rel in ("model/technical_report.md",) if (t := text(rel)) is not None}
+    if docs:
+        facts["hardware_architecture"] = doc_facts.hardware(docs)
+    if archive and (release / archive).is_file():
+        facts["code"] = doc_facts.code_archive((release / archive).read_bytes(), archive)
+    return facts

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from . import mof, mof_export, nextcloud, osai_index, osaid
+from . import limits, mof, mof_export, nextcloud, osai_index, osaid
 from .evidence import Evidence
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -33,13 +33,15 @@ def audit(ev: Evidence, mot_record: dict | None = None) -> dict:
     """
     # The class algorithm reads no name or date.
     m = mof.evaluate(mot_record if mot_record is not None else mof_export.to_record(ev, ev.source))
+    evidence = ev.to_dict()
     return {
+        "limits": limits.stated(evidence),
         "osaid": osaid.evaluate(ev),
         "mof": {"class": m["class"], "label": m["label"], "progress": m["progress"],
                 "components": m["components"], "warnings": m["warnings"]},
         "osai_index": osai_index.evaluate(ev),
         "nextcloud": nextcloud.rate(ev),
-        "evidence": ev.to_dict(),
+        "evidence": evidence,
     }
 
 

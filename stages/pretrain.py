@@ -39,7 +39,7 @@ import os
 import shutil
 import signal
 
-from stages.core import files
+from stages.core import files, tracking
 from stages.core.params import load
 from stages.core.runtime import StageContext, StageError, console, params_path, quiet_libraries, stage
 from stages.lib.phases import LAYOUT, PHASES, phase_of
@@ -186,8 +186,6 @@ def run(ctx: StageContext, phase: str = "main", allow_mismatch: bool = False, fr
 @contextlib.contextmanager
 def worker_stage(name: str):
     """Ranks other than 0: same params, no MLflow run (rank 0 logs the global numbers), errors as one line."""
-    from stages.core import tracking
-
     quiet_libraries()
     root = files.root()
     params = load(params_path(root))

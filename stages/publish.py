@@ -70,9 +70,10 @@ def _tree(root: Path) -> dict[str, Path]:
 def repo_files(release: Path, sub: str) -> dict[str, Path]:
     """What one Hub repo's main branch receives: path in the repo -> file in release/."""
     files = _tree(release / sub)
+    # Every repo carries the release card and manifest: audited alone, it rates as the release (model_card.published_repo).
+    files.update({f"openness/{f.name}": f for f in sorted((release / "openness").iterdir()) if f.is_file()})
+    files["release_manifest.json"] = release / "MANIFEST.json"
     if sub == "model":
-        files.update({f"openness/{f.name}": f for f in sorted((release / "openness").iterdir()) if f.is_file()})
-        files["release_manifest.json"] = release / "MANIFEST.json"
         if (release / "code").is_dir():  # the source archive the card rates as released
             files.update({f"code/{k}": f for k, f in _tree(release / "code").items()})
         if (release / "paper").is_dir():  # release.paper (stages/lib/release_paper.py)
