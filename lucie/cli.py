@@ -221,3 +221,23 @@ app.command("publish")(publish_cmd.publish)
 
 if __name__ == "__main__":
     app()
+
+
+@app.command("verify-release")
+def verify_release(release: Path = typer.Argument(..., help="A release directory (release/ or a copy of it)."),
+                   key: Path = typer.Option(..., "--key", help="The signer's public key (PEM).")):
+    """Check a signed release: signature over every file, each file's sha256 in the in-toto statement, lineage.
+
+    Exit 0 when intact, 1 naming the first failure (stages/lib/provenance.py)."""
+    from stages.lib.provenance import ProvenanceError, verify
+
+    if not release.is_dir():
+        typer.echo(f"{release}: not a directory", err=True)
+        raise typer.Exit(2)
+    try:
+        res = verify(release, key)
+    except ProvenanceError as err:
+        typer.echo(f"FAILED {release}: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"verified {release}: signature, {res['files']} files, code tree {str(res['code_tree'])[:12]}, "
+               f"{res['stages']} upstream stage outputs, verification {res['verification']}")

@@ -23,7 +23,7 @@ def human(n: int) -> str:
 
 def format_plan(plan: dict, rel, requirements: list[str], endpoint: str, token_source: str) -> str:
     gate = "ok" if not rel.problems else "FAILED"
-    lines = [f"Release  {plan['release']}  (git {str(plan['git_commit'])[:12]}, {len(rel.sha)} files to publish)",
+    lines = [f"Release  {plan['release']}  (code tree {str(plan.get('code_tree') or plan['git_commit'])[:12]}, {len(rel.sha)} files to publish)",
              f"Gates    lineage + card + publish.require {requirements}: {gate}",
              *[f"  - {p}" for p in rel.problems],
              f"Hub      {endpoint}  (token: {token_source})",
@@ -91,7 +91,7 @@ def publish(release: Path = typer.Option(Path("release"), help="Release director
         raise typer.Exit(code)
 
     try:
-        rel = pub.check(release, p.publish.require, p.publish.revision_branches)
+        rel = pub.check(release, p.publish.require, p.publish.revision_branches, p.release.sign.private_key)
     except pub.PublishError as err:
         fail(f"publish: {err}", 2)
     the_tag = pub.tag_name(tag or p.publish.tag, rel, p.recipe)

@@ -5,7 +5,7 @@ on <date> with <environment>" is evidence. The committed dvc.lock records DVC's 
 stage output, so reproduction can be checked without trusting anything in the working tree:
 
 - the copy is a `git clone` of the repository checked out at HEAD (committed files only: a
-  working tree under edit cannot leak in), so the release stage sees the real commit;
+  working tree under edit cannot leak in), so the release stage archives the committed code tree;
 - inputs that are not in git (the language-ID model `make setup` downloads) are copied from
   the working tree and named; the stage's recorded dep md5 shows whether they match;
 - every stage runs with `dvc repro --single-item --force --no-run-cache` in dependency order,
@@ -34,12 +34,10 @@ from stages.core.dag import UnknownStage, plan
 from stages.core.files import sha256_file
 
 SCHEMA = "lucie-verify/1"
-# Outputs that depend on where and when they were built, so a byte comparison would say nothing.
-NOT_COMPARED = {
-    "release": "embeds the git commit that built it, and the committed dvc.lock was written before that "
-               "commit existed (release/ hashes the lock that hashes release/)",
-    "publish": "copies release/, which is not compared",
-}
+# Outputs that depend on where and when they were built, so a byte comparison would say nothing: none
+# today. release/ and published/ used to name the git commit, which a lock-only commit moves; they now
+# name the code tree (stages/lib/code_tree.py), which it does not, so they are compared like every stage.
+NOT_COMPARED: dict[str, str] = {}
 PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "trl", "datatrove", "dvc", "mlflow")
 BIN = Path(sys.executable).parent
 

@@ -145,6 +145,8 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
         return Item(component, ctype, True, rel, license, ok, digest(rel), why)
 
     model_lic = card_yaml(release / "model" / "README.md").get("license")
+    paper_json = release / "paper" / "paper.json"  # release.paper's own license (stages/lib/release_paper.py)
+    paper_lic = json.loads(paper_json.read_text()).get("license") if paper_json.exists() else None
     data_lic = card_yaml(release / "dataset" / "README.md").get("license")
     code = safe_read.load_json(release / "code" / "code.json") if (release / "code" / "code.json").exists() else {}
     archive = f"code/{code['archive']}" if code.get("archive") else None
@@ -179,12 +181,13 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
         item("Sample model outputs", "document", samples[0] if samples else None, model_lic, members=samples),
         item("Model metadata", "data", "model/config.json", model_lic),
         item("Research paper", "document", "paper/paper.pdf" if (release / "paper" / "paper.pdf").exists() else None,
-             model_lic, note="" if (release / "paper" / "paper.pdf").exists() else
+             paper_lic or model_lic, note="" if (release / "paper" / "paper.pdf").exists() else
              "no research paper in the release: the technical report (rendered from the run's metrics) counts "
-             "for MOF Class II; Class I needs an archived paper about this model (release/paper/paper.pdf)"),
+             "for MOF Class II; Class I needs an archived paper about this model (release/paper/paper.pdf, "
+             "from params.yaml release.paper: {path: a committed PDF, license: its SPDX id})"),
     ]
     if code:
-        ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "commit") if k in code})
+        ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "tree", "commit") if k in code})
     ev.lineage["facts"] = release_facts(release, archive)
     ver = release / "reproducibility" / "verification.json"
     ev.reproduction = reproduction(safe_read.load_json(ver) if ver.exists() else None, ev.lineage)

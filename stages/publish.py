@@ -76,6 +76,10 @@ def repo_files(release: Path, sub: str) -> dict[str, Path]:
     if sub == "model":
         if (release / "code").is_dir():  # the source archive the card rates as released
             files.update({f"code/{k}": f for k, f in _tree(release / "code").items()})
+        if (release / "paper").is_dir():  # release.paper (stages/lib/release_paper.py)
+            files.update({f"paper/{k}": f for k, f in _tree(release / "paper").items()})
+        if (release / "provenance").is_dir():  # the signed statement (stages/lib/provenance.py)
+            files.update({f"provenance/{k}": f for k, f in _tree(release / "provenance").items()})
     return files
 
 
@@ -120,8 +124,9 @@ class Release:
     lineage: dict = field(default_factory=dict)
 
 
-def check(release: Path, requirements: list[str], branches: bool = True) -> Release:
-    """Run the three gates; problems are collected (not raised) so a dry run can show all of them."""
+def check(release: Path, requirements: list[str], branches: bool = True, sign_key: str | None = None) -> Release:
+    """Run the gates; problems are collected (not raised) so a dry run can show all of them. With `sign_key`
+    (release.sign.private_key) the release must also be signed by it and verify (stages/lib/provenance.py)."""
     from model_card import render
     from model_card.evidence import collect_release
     from model_card.require import failures
@@ -139,8 +144,8 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
     for src in sorted({f for listed in rel.files.values() for f in listed.values()}):
         rel.sha[src] = files.sha256_file(src)
         name = src.relative_to(release).as_posix()
-        if name == "MANIFEST.json" or name.startswith("openness/"):
-            continue  # derived from the listed files; the card is checked below
+        if name == "MANIFEST.json" or name.startswith(("openness/", "provenance/")):
+            continue  # derived from the listed files; the card and the signature are checked below
         if name not in recorded:
             rel.problems.append(f"lineage: {name} is not listed in MANIFEST.json")
         elif recorded[name] != rel.sha[src]:
@@ -165,12 +170,38 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
                             f"(`lucie audit release`; {'ratings differ: ' + ', '.join(moved) if moved else 'same ratings, other fields differ'}); "
                             "rebuild the release (`dvc repro release`) if the model_card code changed")
     rel.problems += [f"publish.require: {f}" for f in failures(rel.card, requirements)]
+    if sign_key:
+        rel.problems += signature_problems(release, sign_key)
     return rel
 
 
+def signature_problems(release: Path, private_key: str) -> list[str]:
+    """[] when the release is signed by this key and verifies; else the first failure."""
+    from stages.lib.provenance import ProvenanceError, public_key_pem, verify
+
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            pub = Path(d) / "key.pub"
+            pub.write_bytes(public_key_pem(private_key))
+            verify(release, pub)
+    except (ProvenanceError, OSError, ValueError) as err:
+        return [f"signature (release.sign.private_key is set): {err}"]
+    return []
+
+
 def tag_name(template: str, rel: Release, recipe: str) -> str:
-    commit = str(rel.lineage.get("git_commit") or "unknown")
-    return template.format(commit=commit[:12], recipe=recipe)
+    """{code}: 12 hex of the release's code tree; {commit}: of the git commit publishing it (HEAD here)."""
+    code = str(rel.lineage.get("code_tree") or "unknown")
+    commit = rel.lineage.get("git_commit") or (head_commit() if "{commit}" in template else None) or "unknown"
+    return template.format(code=code[:12], commit=commit[:12], recipe=recipe)
+
+
+def head_commit() -> str | None:
+    """The commit being published from: named in Hub tags and commit messages, never inside release/."""
+    import subprocess
+
+    res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return res.stdout.strip() if res.returncode == 0 else None
 
 
 # ------------------------------------------------------------------ local target
@@ -319,7 +350,7 @@ def plan(rel: Release, repo_plan: dict, tag: str, api=None, reason: str = "") ->
         if t["revision"] == "main" and tags.get(t["repo_id"]) and (t["commit"] or tags[t["repo_id"]] != t["head"]):
             conflicts.append(f"tag: {tag} already names commit {tags[t['repo_id']][:12]} of {t['repo_id']}, "
                              "which is not this release; set another publish.tag (or --tag)")
-    return {"release": str(rel.path), "git_commit": rel.lineage.get("git_commit"), "tag": tag,
+    return {"release": str(rel.path), "git_commit": rel.lineage.get("git_commit"), "code_tree": rel.lineage.get("code_tree"), "tag": tag,
             "tags": {k: v for k, v in tags.items()}, "compared": api is not None, "reason": reason,
             "conflicts": conflicts, "problems": rel.problems + conflicts, "trees": trees}
 
@@ -408,7 +439,8 @@ def hub_api(endpoint: str | None, token: str | None):
 def commit_text(rel: Release, p, tag: str) -> tuple[str, str]:
     manifest = files.sha256_file(rel.path / "MANIFEST.json")
     return (f"lucie-repro release {tag}",
-            f"Built by {p.release.code_url} at commit {rel.lineage.get('git_commit')}; release manifest sha256 {manifest}.")
+            f"Built by {p.release.code_url} from code tree {rel.lineage.get('code_tree')} (published from commit "
+            f"{rel.lineage.get('git_commit') or head_commit()}); release manifest sha256 {manifest}.")
 
 
 def execute(api, rel: Release, the_plan: dict, p, token: str | None, dest: Path | None = None) -> dict:
@@ -433,7 +465,7 @@ def publish_hub(release: Path, p, dest: Path | None = None, endpoint: str | None
                            "or run where the Hub is reachable")
     if token is None:
         raise PublishError(f"no Hugging Face token: {source}")
-    rel = check(release, p.publish.require, p.publish.revision_branches)
+    rel = check(release, p.publish.require, p.publish.revision_branches, p.release.sign.private_key)
     if rel.problems:
         raise PublishError("refusing to publish:\n  " + "\n  ".join(rel.problems))
     api = hub_api(endpoint, token)
@@ -461,7 +493,7 @@ def run(ctx: StageContext) -> None:
         ctx.summary(f"{sum(r['files'] for r in result['trees'])} files in {len(result['trees'])} trees on the Hub "
                     f"({sum(r['new_commit'] for r in result['trees'])} new commits), tag {result['tag']}, all read back")
         return
-    rel = check(release, p.publish.require, p.publish.revision_branches)
+    rel = check(release, p.publish.require, p.publish.revision_branches, p.release.sign.private_key)
     if rel.problems:
         raise PublishError("refusing to publish:\n  " + "\n  ".join(rel.problems))
     published = publish_local(release, ctx.path(p.publish.local_dir), repo_plan, p.publish.revision_branches)

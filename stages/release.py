@@ -3,9 +3,13 @@
   release/model/     base model (safetensors, config, tokenizer), model card, eval results, training log
   release/instruct/  the SFT+DPO model, same layout
   release/dataset/   the training corpus as Parquet by language/source, dataset card, datasheets
-  release/code/      source archive of the commit that built all this (git archive) + code.json
+  release/code/      source archive of the code tree that built all this (stages/lib/code_tree.py) + code.json
   release/openness/  openness.json / .md / badge.svg computed from the evidence in this tree
-  release/MANIFEST.json  sha256 of every file + lineage (git commit, dvc.lock digest, stage outputs)
+  release/paper/     the research paper of release.paper, when given (stages/lib/release_paper.py)
+  release/MANIFEST.json  sha256 of every file + lineage (code tree, upstream dvc.lock stage outputs)
+  release/provenance/  in-toto statement of every file, signed with release.sign's key (stages/lib/provenance.py)
+
+Nothing in release/ names the git commit (a lock-only commit would change it); MLflow and the summary do.
 
 The openness card is computed from what the tree actually contains (model_card.evidence),
 not from params: a missing or mis-licensed component shows up as such.
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -75,34 +78,39 @@ def model_card(p, key: str, metrics: dict, openness_md: str, results_table: str,
     return str(card)
 
 
-def technical_report(p, metrics: dict, commit: str) -> str:
+def technical_report(p, metrics: dict, tree: str) -> str:
     """A report of this run rendered from the pipeline's own metrics (the MOF's 'Technical report')."""
     from model_card.render import env
 
     m = metrics
     return env().get_template("technical_report.md.j2").render(
-        name=p.release.model_name, commit=commit, recipe=p.recipe, pretrain=m["pretrain"], align=m["align"],
+        name=p.release.model_name, tree=tree, recipe=p.recipe, pretrain=m["pretrain"], align=m["align"],
         evals=m["eval"], model=p.model.model_dump(), hp=p.pretrain.model_dump(), ingest=m["ingest"],
         filt=m["filter"], dedup=m["dedup"], mix=m["mix"], tokenizer=m["tokenizer"])
 
 
 def git_archive(root: Path, out: Path) -> dict:
-    def git(*args):
-        res = subprocess.run(["git", *args], cwd=root, capture_output=True)
-        if res.returncode:
-            raise StageError(f"`git {' '.join(args)}` failed ({res.stderr.decode().strip()}); "
-                             f"the code reference needs a git checkout with a commit")
-        return res.stdout
+    """The code archive, named by the code tree (stages/lib/code_tree.py), so a lock-only commit changes nothing here."""
+    from stages.lib.code_tree import CodeTreeError, write_archive
 
-    commit = git("rev-parse", "HEAD").decode().strip()
-    commit_date = git("log", "-1", "--format=%cs", commit).decode().strip()
-    name = f"lucie-repro-{commit[:12]}.tar.gz"
-    (out / name).write_bytes(git("archive", "--format=tar.gz", f"--prefix=lucie-repro-{commit[:12]}/", commit))
-    # A run rewrites dvc.lock and the metrics/plots files it tracks in git; other edits mean the code that
-    # ran is not the commit archived here.
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!metrics", ":!plots")
-    return {"commit": commit, "date": commit_date, "archive": name, "sha256": files.sha256_file(out / name),
-            "dirty_worktree": bool(status.strip()), "license": project_license(root)}
+    try:
+        info, name = write_archive(root, out, "lucie-repro")
+    except CodeTreeError as err:
+        raise StageError(str(err)) from None
+    # A modified or untracked code file means the code that ran is not the tree archived here.
+    return {"tree": info.tree, "date": info.date, "archive": name, "sha256": files.sha256_file(out / name),
+            "files": info.files, "dirty_worktree": bool(info.dirty), "license": project_license(root),
+            "_head": info.head, "_dirty": info.dirty}
+
+
+def portable_tokenizer(model_dir: Path) -> None:
+    """Loads in transformers 4.4x and 5.x, with the context length (stages/lib/portable_tokenizer.py)."""
+    from stages.lib.portable_tokenizer import TokenizerConfigError, make_portable
+
+    try:
+        make_portable(model_dir)
+    except TokenizerConfigError as err:
+        raise StageError(str(err)) from None
 
 
 def third_party_licenses(lock: Path) -> dict:
@@ -162,7 +170,7 @@ UPSTREAM = ("ingest", "filter", "dedup", "tokenizer", "mix", "tokenize", "pretra
             "evaluate")
 
 
-def lineage(root: Path, commit: str) -> dict:
+def lineage(root: Path, tree: str) -> dict:
     """The DVC-recorded outputs of the stages this release was built from.
 
     While `dvc repro` runs, dvc.lock is rewritten after every stage; when release runs, the
@@ -172,7 +180,7 @@ def lineage(root: Path, commit: str) -> dict:
     lock = root / "dvc.lock"
     stages = yaml.safe_load(lock.read_text()).get("stages", {}) if lock.exists() else {}
     outs = {name: {o["path"]: o.get("md5") for o in stages[name].get("outs", [])} for name in UPSTREAM if name in stages}
-    return {"git_commit": commit, "stages": outs}
+    return {"code_tree": tree, "stages": outs}
 
 
 def manifest(tree: Path, lin: dict, previous: dict | None = None, changed: tuple[str, ...] = ()) -> dict:
@@ -196,6 +204,7 @@ def run(ctx: StageContext) -> None:
         for key, (src, eval_key) in MODELS.items():
             d = tmp / key
             shutil.copytree(ctx.path(src), d)
+            portable_tokenizer(d)
             files.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
             shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
             (d / "training_logs").mkdir()
@@ -212,6 +221,7 @@ def run(ctx: StageContext) -> None:
         revisions = list(found)
         for rev, src in found.items():
             shutil.copytree(src, tmp / "checkpoints" / rev)
+            portable_tokenizer(tmp / "checkpoints" / rev)
         results_table = ctx.path("artifacts/eval/results.md").read_text(encoding="utf-8")
         ds = write_dataset(ctx, tmp / "dataset", metrics)
         (tmp / "dataset" / "eval").mkdir()  # the evaluation data, next to the training data it must not overlap
@@ -221,6 +231,7 @@ def run(ctx: StageContext) -> None:
         shutil.copytree(ctx.path("artifacts/eval"), tmp / "model" / "eval_samples")  # per-sample outputs
         (tmp / "code").mkdir()
         code = {"repository": p.release.code_url, **git_archive(ctx.root, tmp / "code")}
+        head, dirty = code.pop("_head"), code.pop("_dirty")  # the commit stays outside the hashed outputs
         files.write_json(tmp / "code" / "code.json", code)
         # Supporting libraries and tools: the exact environment and the license of each package in it.
         shutil.copy(ctx.root / "requirements.lock", tmp / "code" / "requirements.lock")
@@ -228,8 +239,13 @@ def run(ctx: StageContext) -> None:
         if (ctx.root / VERIFICATION).exists():  # `lucie verify`'s last result; evidence checks what it covers
             (tmp / "reproducibility").mkdir()
             shutil.copy(ctx.root / VERIFICATION, tmp / "reproducibility" / "verification.json")
-        lin = lineage(ctx.root, code["commit"])
-        (tmp / "model" / "technical_report.md").write_text(technical_report(p, metrics, code["commit"]))
+        try:  # release.paper: a research paper committed in the repo (MOF Class I)
+            from stages.lib.release_paper import PaperError, add_paper
+            add_paper(ctx.root, p.release.paper, tmp)
+        except PaperError as err:
+            raise StageError(str(err)) from None
+        lin = lineage(ctx.root, code["tree"])
+        (tmp / "model" / "technical_report.md").write_text(technical_report(p, metrics, code["tree"]))
 
         # Two passes: the rating cannot depend on the card's own bytes, so rate, write the cards, re-check.
         cards = tuple(f"{key}/README.md" for key in MODELS)
@@ -258,6 +274,13 @@ def run(ctx: StageContext) -> None:
         record = mof_export.to_record(ev, p.release.model_name, code["date"],
                                       producer=p.release.organization, repository=p.release.code_url)
         (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
+        from stages.lib.provenance import ProvenanceError, sign, write_statement
+        write_statement(tmp)  # in-toto statement: every file's sha256 -> code tree, dvc.lock outputs, verify result
+    if p.release.sign.private_key:  # signed under its final name (the signed payload names the directory)
+        try:
+            sign(ctx.path(OUT), p.release.sign.private_key)
+        except ProvenanceError as err:
+            raise StageError(str(err)) from None
     n_files = len(files.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
     nc = card["nextcloud"]
     ctx.write_metrics("metrics/release.json", {"files": n_files, "dataset_docs": ds["docs"],
@@ -265,10 +288,15 @@ def run(ctx: StageContext) -> None:
                                                "osaid_compliant": card["osaid"]["compliant"], "mof_class": card["mof"]["class"],
                                                "osai_index_score": round(card["osai_index"]["score"], 4),
                                                "gguf_files": len(gguf["files"]), "checkpoints": len(revisions),
+                                               "signed": bool(p.release.sign.private_key),
                                                "reproduction": card["evidence"]["reproduction"]["status"],
                                                "verified_components": sum(c["verified"] for c in card["evidence"]["components"])})
     ctx.tracker.artifact(ctx.path(OUT) / "openness", "openness")
-    ctx.summary(f"{n_files} files, dataset {ds['docs']} docs, code {code['commit'][:12]}, "
+    ctx.tracker.params({"code_tree": code["tree"], "code_head_commit": head, "code_dirty_files": len(dirty)})
+    if dirty:
+        print(f"release: {len(dirty)} code files differ from HEAD (first: {dirty[0]}); commit them before "
+              "`dvc repro`, or the code components are only claimed and a clone cannot reproduce this release")
+    ctx.summary(f"{n_files} files, dataset {ds['docs']} docs, code tree {code['tree'][:12]} (HEAD {head[:12]}), "
                 f"Nextcloud {nc['color']} ({nc['conditions_met']}/3), OSAID "
                 f"{'compliant' if card['osaid']['compliant'] else 'not compliant'}, MOF {card['mof']['label']}, "
                 f"OSAI index {card['osai_index']['score']:.2f} -> {OUT}")

@@ -26,9 +26,7 @@ def project_files() -> list[str]:
 
 def make_copy(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    for rel in project_files():
-        if rel.startswith("tests/"):
-            continue
+    for rel in project_files():  # tests/ too: it is part of the code tree the release archives (a release dep)
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / rel, dest / rel)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],

@@ -3,6 +3,7 @@ catches a wrong file. No network here; tests/test_publish_hub.py drives the real
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -12,7 +13,7 @@ from stages import publish
 from stages.core.files import sha256_file
 from stages.core.params import ParamsError
 
-GIT_COMMIT = "1f25c805eba621ab9bfcb2206c88b173830ccd3b"
+CODE_TREE = "1f25c805eba621ab9bfcb2206c88b173830ccd3b"  # release lineage names the code tree (stages/lib/code_tree.py)
 CHECKPOINTS = ("extension_step0000025", "step0000075")
 
 
@@ -33,7 +34,7 @@ def seal(r):
     """What the release stage does last: the manifest of every file, then the card computed from the tree."""
     files = {p.relative_to(r).as_posix(): sha256_file(p) for p in sorted(r.rglob("*"))
              if p.is_file() and p.name != "MANIFEST.json" and p.relative_to(r).parts[0] != "openness"}
-    (r / "MANIFEST.json").write_text(json.dumps({"files": files, "lineage": {"git_commit": GIT_COMMIT}}, indent=1))
+    (r / "MANIFEST.json").write_text(json.dumps({"files": files, "lineage": {"code_tree": CODE_TREE}}, indent=1))
     card = render.audit(collect_release(r, "release"))
     (r / "openness").mkdir(exist_ok=True)
     (r / "openness/openness.json").write_text(render.to_json(card))
@@ -59,7 +60,7 @@ def make_release(tmp_path, checkpoints=CHECKPOINTS):
     (r / "code").mkdir()
     (r / "code/src.tar.gz").write_bytes(b"\x1f\x8b" + weights[:300])
     (r / "code/code.json").write_text(json.dumps({"archive": "src.tar.gz", "license": "Apache-2.0",
-                                                  "commit": GIT_COMMIT, "dirty_worktree": False}))
+                                                  "tree": CODE_TREE, "dirty_worktree": False}))
     for i, rev in enumerate(checkpoints):
         (r / "checkpoints" / rev).mkdir(parents=True)
         (r / "checkpoints" / rev / "model.safetensors").write_bytes(bytes([i]) + weights)
@@ -99,8 +100,8 @@ def test_a_complete_release_passes_every_gate(tmp_path):
     assert rel.problems == []
     assert rel.keys == ["model@extension_step0000025", "model@step0000075", "model", "instruct", "dataset"]
     assert rel.sha[tmp_path / "release/model/model.safetensors"] == sha256_file(tmp_path / "release/model/model.safetensors")
-    assert publish.tag_name("release-{commit}", rel, "tiny") == "release-1f25c805eba6"
-    assert publish.tag_name("{recipe}-{commit}", rel, "tiny") == "tiny-1f25c805eba6"
+    assert publish.tag_name("release-{code}", rel, "tiny") == "release-1f25c805eba6"
+    assert publish.tag_name("{recipe}-{code}", rel, "tiny") == "tiny-1f25c805eba6"
 
 
 def test_the_lineage_gate_names_a_tampered_an_unlisted_and_a_missing_file(tmp_path):
@@ -220,3 +221,17 @@ def test_publish_can_gate_on_reproduction(tmp_path):
     (msg,) = publish.check(r, ["reproduced"]).problems
     assert msg.startswith("publish.require: reproduced: reproduction is none")
     assert publish.check(r, []).problems == []
+
+
+def test_tag_names_the_code_tree_by_default(tmp_path):
+    from stages.core.params import Publish
+
+    r = make_release(tmp_path)
+    manifest = json.loads((r / "MANIFEST.json").read_text())
+    manifest["lineage"] = {"code_tree": "c0de" * 10}
+    (r / "MANIFEST.json").write_text(json.dumps(manifest))
+    rel = publish.check(r, [])
+    assert Publish().tag == "release-{code}"
+    assert publish.tag_name(Publish().tag, rel, "tiny") == "release-c0dec0dec0de"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert publish.tag_name("{recipe}-{commit}", rel, "tiny") == f"tiny-{head[:12]}"  # the commit publishing it

@@ -55,7 +55,9 @@ def test_compare_stage_verdicts():
     assert "first_difference" not in no_listing["outs"][0] and "dvc fetch" in no_listing["outs"][0]["note"]
     missing_out = compare_stage("x", golden, entry({"data/x": "g.dir"}), listings.get, listings.get)
     assert missing_out["status"] == "differs" and missing_out["outs"][1]["actual"] is None
-    assert compare_stage("release", golden, new, listings.get, listings.get)["status"] == "not_compared"
+    # release and publish are compared like every stage (their code identity survives a lock-only commit)
+    assert compare_stage("release", golden, new, listings.get, listings.get)["status"] == "differs"
+    assert compare_stage("publish", golden, golden, listings.get, listings.get)["status"] == "reproduced"
     assert compare_stage("x", None, new, listings.get, listings.get)["status"] == "no_golden"
 
 

@@ -613,12 +613,34 @@ class Evaluate(Strict):
 
 
 # ---------------------------------------------------------------- release + publish
+class Paper(Strict):
+    """A research paper about the model (MOF Class I); stages/lib/release_paper.py puts it into the release."""
+    path: str | None = None  # a PDF committed in this repository (e.g. docs/paper.pdf); null = no paper
+    license: str | None = None  # the paper's SPDX license id, e.g. CC-BY-4.0 (required with a path)
+
+    @model_validator(mode="after")
+    def _paper(self) -> "Paper":
+        if self.path is not None:
+            if not self.path.lower().endswith(".pdf") or Path(self.path).is_absolute() or ".." in Path(self.path).parts:
+                raise ValueError(f"path {self.path!r}: give a .pdf file inside the repository, relative to its root")
+            if not self.license:
+                raise ValueError("license: give the paper's SPDX license id (e.g. CC-BY-4.0) with its path")
+        return self
+
+
+class Sign(Strict):
+    """Signed provenance (stages/lib/provenance.py): a PEM EC private key outside the repo; null = unsigned."""
+    private_key: str | None = None
+
+
 class Release(Strict):
     model_name: str
     organization: str = "lucie-repro"
     license: str = "apache-2.0"
     code_url: str = "https://github.com/lucie-repro/lucie-repro"
     languages: list[str] = ["fr", "en", "de", "es", "it"]
+    paper: Paper = Paper()
+    sign: Sign = Sign()
 
 
 class Publish(Strict):
@@ -629,7 +651,7 @@ class Publish(Strict):
     model_repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
     instruct_repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
     dataset_repo: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
-    tag: str = "release-{commit}"  # git tag per release; {commit} = 12 hex of the release's git commit, {recipe}
+    tag: str = "release-{code}"  # git tag per release; {code} = 12 hex of the release's code tree, {commit} = of HEAD, {recipe}
     revision_branches: bool = True  # release/checkpoints/<rev>/ -> branch <rev> of the model repo
     require: list[str] = []  # openness gate (model_card.require grammar), checked before anything is published
 
@@ -639,9 +661,9 @@ class Publish(Strict):
         import re
 
         try:
-            name = v.format(commit="0" * 12, recipe="tiny")
+            name = v.format(code="0" * 12, commit="0" * 12, recipe="tiny")
         except (KeyError, IndexError, ValueError) as err:
-            raise ValueError(f"only {{commit}} and {{recipe}} can be used ({err})") from None
+            raise ValueError(f"only {{code}}, {{commit}} and {{recipe}} can be used ({err})") from None
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
             raise ValueError(f"{v!r} does not make a valid tag name")
         return v
