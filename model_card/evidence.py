@@ -146,7 +146,7 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
 
     model_lic = card_yaml(release / "model" / "README.md").get("license")
     paper_json = release / "paper" / "paper.json"  # release.paper's own license (stages/lib/release_paper.py)
-    paper_lic = json.loads(paper_json.read_text()).get("license") if paper_json.exists() else None
+    paper_lic = safe_read.load_json(paper_json).get("license") if paper_json.exists() else None
     data_lic = card_yaml(release / "dataset" / "README.md").get("license")
     code = safe_read.load_json(release / "code" / "code.json") if (release / "code" / "code.json").exists() else {}
     archive = f"code/{code['archive']}" if code.get("archive") else None
