@@ -23,9 +23,14 @@ from pathlib import Path
 
 import yaml
 
+from model_card import mof_export
+from model_card import render as orender
+from model_card.evidence import collect_release
 from stages.core import files
 from stages.lib.gguf_export import export as gguf_export
 from stages.lib.phases import list_revisions
+from stages.lib.provenance import ProvenanceError, sign, write_statement
+from stages.lib.release_paper import PaperError, add_paper
 from stages.core.runtime import StageContext, StageError, stage
 
 OUT = "release"
@@ -193,88 +198,100 @@ def manifest(tree: Path, lin: dict, previous: dict | None = None, changed: tuple
     return {"files": listed, "lineage": lin}
 
 
-def run(ctx: StageContext) -> None:
-    from model_card import mof_export
-    from model_card import render as orender
-    from model_card.evidence import collect_release
+def copy_models(ctx: StageContext, tmp: Path, metrics: dict) -> tuple[dict, list[str]]:
+    """Base and instruct models (portable tokenizer, eval results, LICENSE, training logs), the instruct model as
+    GGUF f16 + Q8_0 with an Ollama Modelfile, and every phase's intermediate checkpoints in training order (one Hub
+    branch each at publish time). Returns (the GGUF export's summary, the revision names)."""
+    for key, (src, eval_key) in MODELS.items():
+        d = tmp / key
+        shutil.copytree(ctx.path(src), d)
+        portable_tokenizer(d)
+        files.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
+        shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
+        (d / "training_logs").mkdir()
+        for plot in ("pretrain_loss.csv", *PHASE_PLOTS, "eval_curve.csv"):
+            shutil.copy(ctx.path("plots") / plot, d / "training_logs" / plot)
+    r = ctx.params.release
+    gguf = gguf_export(ctx.path(MODELS["instruct"][0]), tmp / "instruct" / "gguf", quantize=["Q8_0"],
+                       name=f"{r.model_name}-instruct", license=r.license, languages=r.languages,
+                       tags=["lucie-repro"], repo_url=r.code_url, license_file=ctx.root / "LICENSE")
+    found = list_revisions(ctx.root)
+    for rev, src in found.items():
+        shutil.copytree(src, tmp / "checkpoints" / rev)
+        portable_tokenizer(tmp / "checkpoints" / rev)
+    return gguf, list(found)
 
+
+def copy_code(ctx: StageContext, tmp: Path) -> tuple[dict, str, list[str]]:
+    """The code tree's archive and code.json, the lock and every package's license, `lucie verify`'s last result
+    and the research paper if params name one. Returns (code.json, HEAD commit, dirty files): the commit stays
+    outside the hashed outputs."""
+    p = ctx.params
+    (tmp / "code").mkdir()
+    code = {"repository": p.release.code_url, **git_archive(ctx.root, tmp / "code")}
+    head, dirty = code.pop("_head"), code.pop("_dirty")
+    files.write_json(tmp / "code" / "code.json", code)
+    # Supporting libraries and tools: the exact environment and the license of each package in it.
+    shutil.copy(ctx.root / "requirements.lock", tmp / "code" / "requirements.lock")
+    files.write_json(tmp / "code" / "third_party_licenses.json", third_party_licenses(ctx.root / "requirements.lock"))
+    if (ctx.root / VERIFICATION).exists():  # `lucie verify`'s last result; evidence checks what it covers
+        (tmp / "reproducibility").mkdir()
+        shutil.copy(ctx.root / VERIFICATION, tmp / "reproducibility" / "verification.json")
+    try:  # release.paper: a research paper committed in the repo (MOF Class I)
+        add_paper(ctx.root, p.release.paper, tmp)
+    except PaperError as err:
+        raise StageError(str(err)) from None
+    return code, head, dirty
+
+
+def write_cards(ctx: StageContext, tmp: Path, metrics: dict, revisions: list[str], code: dict) -> dict:
+    """Model cards, manifest and the openness card (json, md, badge, html, MOF record). Two passes: the rating
+    cannot depend on the card's own bytes, so rate, write the cards, re-check. Returns the card."""
+    p = ctx.params
+    lin = lineage(ctx.root, code["tree"])
+    results_table = ctx.path("artifacts/eval/results.md").read_text(encoding="utf-8")
+    cards = tuple(f"{key}/README.md" for key in MODELS)
+
+    def rate(previous=None):
+        m = manifest(tmp, lin, previous, cards)
+        files.write_json(tmp / "MANIFEST.json", m)
+        ev = collect_release(tmp, OUT)
+        return m, ev, orender.audit(ev)
+
+    for key in MODELS:
+        (tmp / key / "README.md").write_text(model_card(p, key, metrics, "", results_table, revisions))
+    first_manifest, _, first = rate()
+    md = orender.to_markdown(first)
+    for key in MODELS:
+        (tmp / key / "README.md").write_text(model_card(p, key, metrics, md, results_table, revisions))
+    _, ev, card = rate(first_manifest)
+    if any(card[f] != first[f] for f in ("osaid", "mof", "osai_index", "nextcloud")):
+        raise StageError("the openness rating changed when the model cards were written into the release")
+    (tmp / "openness").mkdir()
+    (tmp / "openness" / "openness.json").write_text(orender.to_json(card))
+    (tmp / "openness" / "openness.md").write_text(md)
+    (tmp / "openness" / "badge.svg").write_text(orender.badge_svg(card))
+    (tmp / "openness" / "openness.html").write_text(orender.to_html(card))
+    record = mof_export.to_record(ev, p.release.model_name, code["date"],
+                                  producer=p.release.organization, repository=p.release.code_url)
+    (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
+    return card
+
+
+def run(ctx: StageContext) -> None:
     p = ctx.params
     metrics = {k: files.read_json(ctx.path(f"metrics/{k}.json")) for k in METRICS}  # read once, used by every card
     with files.atomic_dir(ctx.path(OUT)) as tmp:
-        for key, (src, eval_key) in MODELS.items():
-            d = tmp / key
-            shutil.copytree(ctx.path(src), d)
-            portable_tokenizer(d)
-            files.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
-            shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
-            (d / "training_logs").mkdir()
-            for plot in ("pretrain_loss.csv", *PHASE_PLOTS, "eval_curve.csv"):
-                shutil.copy(ctx.path("plots") / plot, d / "training_logs" / plot)
-        # Local use (Ollama, LM Studio, llama.cpp): the instruct model as GGUF f16 + Q8_0, with an Ollama Modelfile.
-        r = p.release
-        gguf = gguf_export(ctx.path(MODELS["instruct"][0]), tmp / "instruct" / "gguf", quantize=["Q8_0"],
-                           name=f"{r.model_name}-instruct", license=r.license, languages=r.languages,
-                           tags=["lucie-repro"], repo_url=r.code_url, license_file=ctx.root / "LICENSE")
-        # Intermediate checkpoints (HF format, Lucie-style revision names): one Hub branch each at publish time.
-        # Every phase's exports (main, extension, annealing), in training order.
-        found = list_revisions(ctx.root)
-        revisions = list(found)
-        for rev, src in found.items():
-            shutil.copytree(src, tmp / "checkpoints" / rev)
-            portable_tokenizer(tmp / "checkpoints" / rev)
-        results_table = ctx.path("artifacts/eval/results.md").read_text(encoding="utf-8")
+        gguf, revisions = copy_models(ctx, tmp, metrics)
         ds = write_dataset(ctx, tmp / "dataset", metrics)
         (tmp / "dataset" / "eval").mkdir()  # the evaluation data, next to the training data it must not overlap
         for t in p.evaluate.tasks:
             if t.path:  # harness tasks live on the Hub (their provenance names the dataset)
                 shutil.copy(ctx.path(t.path), tmp / "dataset" / "eval" / f"{t.name}.jsonl")
         shutil.copytree(ctx.path("artifacts/eval"), tmp / "model" / "eval_samples")  # per-sample outputs
-        (tmp / "code").mkdir()
-        code = {"repository": p.release.code_url, **git_archive(ctx.root, tmp / "code")}
-        head, dirty = code.pop("_head"), code.pop("_dirty")  # the commit stays outside the hashed outputs
-        files.write_json(tmp / "code" / "code.json", code)
-        # Supporting libraries and tools: the exact environment and the license of each package in it.
-        shutil.copy(ctx.root / "requirements.lock", tmp / "code" / "requirements.lock")
-        files.write_json(tmp / "code" / "third_party_licenses.json", third_party_licenses(ctx.root / "requirements.lock"))
-        if (ctx.root / VERIFICATION).exists():  # `lucie verify`'s last result; evidence checks what it covers
-            (tmp / "reproducibility").mkdir()
-            shutil.copy(ctx.root / VERIFICATION, tmp / "reproducibility" / "verification.json")
-        try:  # release.paper: a research paper committed in the repo (MOF Class I)
-            from stages.lib.release_paper import PaperError, add_paper
-            add_paper(ctx.root, p.release.paper, tmp)
-        except PaperError as err:
-            raise StageError(str(err)) from None
-        lin = lineage(ctx.root, code["tree"])
+        code, head, dirty = copy_code(ctx, tmp)
         (tmp / "model" / "technical_report.md").write_text(technical_report(p, metrics, code["tree"]))
-
-        # Two passes: the rating cannot depend on the card's own bytes, so rate, write the cards, re-check.
-        cards = tuple(f"{key}/README.md" for key in MODELS)
-
-        def rate(previous=None):
-            m = manifest(tmp, lin, previous, cards)
-            files.write_json(tmp / "MANIFEST.json", m)
-            ev = collect_release(tmp, OUT)
-            return m, ev, orender.audit(ev)
-
-        for key in MODELS:
-            (tmp / key / "README.md").write_text(model_card(p, key, metrics, "", results_table, revisions))
-        first_manifest, _, first = rate()
-        md = orender.to_markdown(first)
-        for key in MODELS:
-            (tmp / key / "README.md").write_text(model_card(p, key, metrics, md, results_table, revisions))
-        _, ev, card = rate(first_manifest)
-        frameworks = ("osaid", "mof", "osai_index", "nextcloud")
-        if any(card[f] != first[f] for f in frameworks):
-            raise StageError("the openness rating changed when the model cards were written into the release")
-        (tmp / "openness").mkdir()
-        (tmp / "openness" / "openness.json").write_text(orender.to_json(card))
-        (tmp / "openness" / "openness.md").write_text(md)
-        (tmp / "openness" / "badge.svg").write_text(orender.badge_svg(card))
-        (tmp / "openness" / "openness.html").write_text(orender.to_html(card))
-        record = mof_export.to_record(ev, p.release.model_name, code["date"],
-                                      producer=p.release.organization, repository=p.release.code_url)
-        (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
-        from stages.lib.provenance import ProvenanceError, sign, write_statement
+        card = write_cards(ctx, tmp, metrics, revisions, code)
         write_statement(tmp)  # in-toto statement: every file's sha256 -> code tree, dvc.lock outputs, verify result
     if p.release.sign.private_key:  # signed under its final name (the signed payload names the directory)
         try:
