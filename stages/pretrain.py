@@ -49,7 +49,7 @@ import numpy as np
 
 from . import io
 from .params import Model, Pretrain, load
-from .runtime import StageContext, StageError, console, params_path, quiet_libraries, stage
+from .runtime import EXIT_STAGE_ERROR, StageContext, StageError, console, params_path, quiet_libraries, stage
 from .tokenize import load_tokens
 
 TOKENS, TOK = "data/tokens", "artifacts/tokenizer"
@@ -740,7 +740,7 @@ def worker_stage(name: str):
         yield StageContext(name, root, params, tracking.Tracker())
     except StageError as err:
         console.print(f"[bold red]{name} (rank {os.environ.get('RANK')}): {err}[/]")
-        raise SystemExit(1)
+        raise SystemExit(EXIT_STAGE_ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:
