@@ -41,5 +41,5 @@ def test_a_known_failure_is_one_line_and_a_failed_run(tmp_path):
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "data/raw").exists()
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("lucie-repro").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("lucie-repro").experiment_id], "tags.`lucie.role` = 'stage'")
     assert run.info.status == "FAILED" and run.data.tags["dvc_stage"] == "ingest"
