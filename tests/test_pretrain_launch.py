@@ -96,3 +96,8 @@ def test_cli_prints_the_command_and_the_script(tmp_path):
     assert missing.returncode == 2 and "--node-rank" in missing.stderr
     script = cli("--sbatch")
     assert script.returncode == 0 and "#SBATCH --nodes=2" in script.stdout
+
+
+def test_sbatch_script_for_the_cpu_tiny_recipe_requests_no_gpu():
+    script = launch.sbatch_script(parse(yaml.safe_load((PROJECT / "recipes" / "tiny.yaml").read_text())))
+    assert "--gres" not in script and "export ACCELERATE_USE_CPU=true" in script.splitlines()
