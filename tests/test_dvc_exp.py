@@ -34,3 +34,19 @@ def test_queue_run_and_show(tmp_path):
     assert ran["params"]["params.yaml"]["data"]["ingest"]["max_docs_per_source"] == 20
     ingest = ran["metrics"]["metrics/ingest.json"]["data"]
     assert ingest["kept"] <= 20 * len(load(root / "params.yaml").data.sources) and ingest["kept"] > 0
+
+
+def test_the_default_remote_works_for_a_newcomer(tmp_path):
+    """`dvc push` (DVC's hint after `dvc repro`) goes to the folder next to the clone; a second clone there pulls."""
+    root, e = make_copy(tmp_path / "repo"), env(tmp_path)
+    dvc = str(BIN / "dvc")
+    run([dvc, "repro", "-s", "ingest"], root, e)
+    run([dvc, "push", "data/raw"], root, e)
+    remote = tmp_path / "lucie-repro-dvc-remote"
+    assert remote.is_dir() and any(p.is_file() for p in remote.rglob("*"))
+    run(["git", "add", "dvc.lock"], root, e)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "lock"], root, e)
+    other = tmp_path / "other"
+    run(["git", "clone", "-q", str(root), str(other)], tmp_path, e)
+    run([dvc, "pull", "data/raw"], other, e)
+    assert sorted(p.name for p in (other / "data/raw").iterdir()) == sorted(p.name for p in (root / "data/raw").iterdir())
