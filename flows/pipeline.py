@@ -122,7 +122,8 @@ def run_stage(stage: str, root: str):
     try:
         with captured(api.info) as lines:
             with Repo(root) as repo:
-                ran = repo.reproduce(stage, single_item=True)
+                # addressed by path: DVC resolves a bare stage name against the cwd, not `root`
+                ran = repo.reproduce(f"{Path(root) / 'dvc.yaml'}:{stage}", single_item=True)
     except DvcException as err:
         from dvc.lock import LockError
 
