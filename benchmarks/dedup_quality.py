@@ -47,8 +47,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from stages import dedup, params  # noqa: E402
-from stages.params import WORD_TOKENIZER  # noqa: E402
+from stages import dedup  # noqa: E402
+from stages.core import params
+from stages.core.params import WORD_TOKENIZER  # noqa: E402
 
 LANGS = ["en", "fr", "de", "es", "it"]
 RATES = (0.01, 0.02, 0.03, 0.05, 0.08, 0.10, 0.15, 0.20)

@@ -68,7 +68,8 @@ def measured(fn) -> dict:
 
 
 def worker_ours(root: Path, cold: bool) -> dict:
-    from stages import dedup, io, params
+    from stages import dedup
+    from stages.core import files, params
 
     p = params.Dedup()
     src, out = root / "data/filtered", root / "data/dedup"
@@ -79,7 +80,7 @@ def worker_ours(root: Path, cold: bool) -> dict:
     res = {
         # the stage loads each language's spaCy tokenizer at its first document; here up front, to see it
         "load": measured(lambda: [signer.shingler(lang) for lang in LANGS]),
-        "signatures": measured(lambda: state.update(scan=dedup.scan(io.read_docs(src), p, signer))),
+        "signatures": measured(lambda: state.update(scan=dedup.scan(files.read_docs(src), p, signer))),
         "clusters": measured(lambda: state.update(plan=dedup.plan(state["scan"], p))),
         "write": measured(lambda: dedup.write(state["plan"], src, out, 50_000, signer)),
     }
@@ -126,11 +127,11 @@ def scaled(docs: list[dict], copies: int) -> list[dict]:
 
 
 def prepare(docs: list[dict], work: Path, for_datatrove: bool) -> None:
-    from stages import io
+    from stages.core import files
 
     d = work / "data/filtered"
     d.mkdir(parents=True)
-    io.write_manifest(d, io.write_docs(d, docs, 50_000))
+    files.write_manifest(d, files.write_docs(d, docs, 50_000))
     if for_datatrove:
         dq.write_datatrove_input(docs, work)
 

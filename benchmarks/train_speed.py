@@ -38,9 +38,10 @@ WARMUP = 5
 BARE = r'''
 import json, sys, time
 import numpy as np, torch
-from stages.params import load
-from stages.pretrain import llama_config, lr_lambda
-from stages.tokenize import load_tokens
+from stages.core.params import load
+from stages.lib.training.model import llama_config
+from stages.lib.training.schedule import lr_lambda
+from stages.lib.tokens import load_tokens
 from transformers import LlamaForCausalLM
 p = load("params.yaml"); hp = p.pretrain
 torch.set_num_threads(hp.threads); torch.manual_seed(p.seed)
@@ -113,8 +114,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from stages.params import load
-    from stages.pretrain import flops_per_token, llama_config, measure_peak_flops
+    from stages.core.params import load
+    from stages.lib.training.model import flops_per_token, llama_config, measure_peak_flops
 
     p = load(ROOT / "params.yaml")
     threads = p.pretrain.threads

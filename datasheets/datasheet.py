@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 TEMPLATES = Path(__file__).parent / "templates"
 NOT_RECORDED = "not recorded by the pipeline"
-# Columns of every released row (stages/io.py DOC_SCHEMA); listed here so the datasheet
+# Columns of every released row (stages/core/files.py DOC_SCHEMA); listed here so the datasheet
 # does not import the stages (an auditor installs datasheets/ and model_card/ only).
 FIELDS = {
     "id": "the source's id, or `<source>:<file>:<line>` when the record had none",
@@ -117,6 +117,9 @@ def source_facts(cfg: dict, rows: list[dict], metrics: dict, removed: dict[str, 
         facts["filter"] = {"read": flt.get("read", 0), "kept": flt.get("kept", 0), "dropped": dropped,
                            "rule_share": {k: _ratio(v, flt.get("read", 0)) for k, v in dropped.items()},
                            "yield": _ratio(flt.get("kept", 0), flt.get("read", 0))}
+        # which rules the released documents met: their categories' rule sets (stages/lib/rule_sets.py)
+        sets = (metrics.get("filter") or {}).get("rule_sets", {})
+        facts["filter"]["rule_sets"] = {c: sets[c]["rules"] for c in stats["categories"] if c in sets}
     if facts["filter"] is not None and "dedup" in metrics:
         before = facts["filter"]["kept"]
         n = sum(dd.values())
@@ -129,6 +132,10 @@ def source_facts(cfg: dict, rows: list[dict], metrics: dict, removed: dict[str, 
 
 def _num(v) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _rule_sets(sets: dict[str, list[str]]) -> str:
+    return "; ".join(f"{c}: {', '.join(rules) if rules else 'none'}" for c, rules in sets.items())
 
 
 def _pct(v) -> str:
@@ -144,7 +151,7 @@ def _counts(d: dict | list) -> str:
 def env() -> Environment:
     e = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, trim_blocks=True,
                     lstrip_blocks=True, keep_trailing_newline=True)
-    e.filters.update(num=_num, pct=_pct, counts=_counts)
+    e.filters.update(num=_num, pct=_pct, counts=_counts, rule_sets=_rule_sets)
     e.globals.update(NOT_RECORDED=NOT_RECORDED, NR=NOT_RECORDED[0].upper() + NOT_RECORDED[1:])  # NR starts a sentence
     return e
 

@@ -7,7 +7,7 @@ order comes from DVC's own graph. `--single-item` does not look upstream, so the
 must run in topological order, one after the other; that is also what 2 cores want.
 
 Tracking: the flow passes its run id to the stages (LUCIE_PIPELINE_RUN); the first stage that runs opens
-the MLflow pipeline run and the others become its children (stages/run_tree.py).
+the MLflow pipeline run and the others become its children (stages/core/run_tree.py).
 
 Prefect shows what DVC did: each task ends `Ran`, `Up to date` or `Cached` (restored from DVC's run-cache),
 with its duration; the stage's output is streamed to the task's logs (flows/stage_output.py). A failure
@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 def stage_order(root: Path, targets: list[str] | None = None) -> list[str]:
     """Stage names of dvc.yaml, dependencies first; with targets, those stages and everything upstream
     of them (what `dvc repro TARGET` would consider). One implementation with `lucie verify`."""
-    from lucie.verify import plan
+    from stages.core.dag import plan
 
     return plan(root, targets)[0]
 
@@ -43,7 +43,7 @@ class _DvcLog(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-# Exit codes of a stage command (stages/runtime.py) that mean the user must change something:
+# Exit codes of a stage command (stages/core/runtime.py) that mean the user must change something:
 # retrying cannot help. Anything else a stage command ends with is a crash: retried only when the
 # process was killed by a signal (OOM killer, preemption), the one kind of failure a rerun can cure.
 USER_ERRORS = {2: "params.yaml is invalid", 3: "a data or input error", 1: "the stage crashed (its traceback is above)"}
@@ -162,7 +162,7 @@ def pipeline_flow(root: str, order: list[str]):
     from prefect.runtime import flow_run
 
     # The stage runs' MLflow parent is created by the first stage that runs, keyed by this id
-    # (stages/run_tree.py): nothing ran, no run; the parent is tagged with the flow run's id.
+    # (stages/core/run_tree.py): nothing ran, no run; the parent is tagged with the flow run's id.
     os.environ["LUCIE_PIPELINE_RUN"] = f"prefect-{flow_run.id}"
     results = []
     for name in order:
@@ -186,8 +186,8 @@ class PipelineFailed(Exception):
 def run_pipeline(root: str = ".", stages: list[str] | None = None, wait_ready=lambda: None) -> list[dict]:
     """The flow; raises PipelineFailed (finished stages + the failure) when a stage fails or params.yaml is
     invalid (checked before anything starts). `wait_ready` blocks until the Prefect API answers (flows/server.py)."""
-    from stages.params import ParamsError, load
-    from stages.runtime import EXIT_PARAMS, params_path
+    from stages.core.params import ParamsError, load
+    from stages.core.runtime import EXIT_PARAMS, params_path
 
     rootp = Path(root).resolve()
     try:

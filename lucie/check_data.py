@@ -5,14 +5,14 @@ total rows (docs/DATA.md). The manifest is the small thing to keep, publish or t
 shard); this command is the other half of that contract, for auditors and for shards kept in object storage or
 copied between machines: each listed shard must exist, hash to its sha256 and hold its row count (read from the
 Parquet footer), the rows must add up, and no unlisted shard may sit beside them (a reader following the
-manifest would silently skip it). Nothing here imports torch: only stages.io (pyarrow).
+manifest would silently skip it). Nothing here imports torch: only stages.core.files (pyarrow).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from stages.io import MANIFEST, sha256_file
+from stages.core.files import MANIFEST, sha256_file
 
 
 def problems(directory: Path) -> list[str]:

@@ -45,7 +45,7 @@ def run(stages: Optional[list[str]] = typer.Argument(None, help="These stages an
 def recipe(name: str = typer.Argument(..., help="A file recipes/<name>.yaml, e.g. tiny or lucie-7b."),
            root: Path = typer.Option(Path("."), help="Repository root.")):
     """Make recipes/<name>.yaml the active params.yaml (validated first)."""
-    from stages.params import ParamsError, load
+    from stages.core.params import ParamsError, load
 
     src = root / "recipes" / f"{name}.yaml"
     if not src.exists():
@@ -65,9 +65,9 @@ def inspect_batch(step: int = typer.Argument(..., help="Optimizer step, 1-based 
                   world_size: int = typer.Option(1, help="Processes the run used (the batch is global anyway)."),
                   phase: str = typer.Option("main", help="main, extension or annealing (steps count from 1 in each).")):
     """Print which documents (and which token ranges of them) a training step saw."""
-    from stages.batches import documents_of_step, tokens_dir
-    from stages.params import load
-    from stages.runtime import params_path
+    from stages.lib.batches import documents_of_step, tokens_dir
+    from stages.core.params import load
+    from stages.core.runtime import params_path
 
     try:
         rows = documents_of_step(load(params_path(root)), tokens_dir(root, phase), step, world_size, phase)
@@ -147,6 +147,25 @@ def check_data(dirs: list[Path] = typer.Argument(..., help="Document directories
     from lucie.check_data import main
 
     raise typer.Exit(main(dirs))
+
+
+@app.command("mix-plan")
+def mix_plan(stats: Path = typer.Option(..., "--stats", help="Per-sub-corpus statistics in Lucie's stats_datasets.csv "
+                                                             "format, e.g. ../shared/lucie/stats_datasets.csv."),
+             recipe: Optional[str] = typer.Option(None, help="recipes/<NAME>.yaml (default: the active params.yaml)."),
+             format: str = typer.Option("md", "--format", "-f", help="md (tables by share after weighting) or json."),
+             write_data_path: Optional[Path] = typer.Option(
+                 None, "--write-data-path", help="Also write Megatron-DeepSpeed's --data-path ('weight prefix' per line)."),
+             data_dir: str = typer.Option("", help="Directory prefixed to each --data-path entry (<name>_text_document)."),
+             root: Path = typer.Option(Path("."), help="Repository root.")):
+    """A recipe's main-phase blend from published token counts: shares before/after weighting, epochs, samples.
+
+    The same weights/epochs code as the mix stage (stages/lib/mix_plan.py). Exit 2 on bad usage or a malformed file.
+    """
+    from lucie.mix_plan_cmd import main
+
+    raise typer.Exit(main(stats, recipe, format, write_data_path, data_dir, root,
+                          lambda s: typer.echo(s, nl=False), lambda s: typer.echo(s, err=True)))
 
 
 from lucie import publish_cmd  # noqa: E402  (`lucie publish`: plan by default, --yes pushes)

@@ -76,10 +76,10 @@ def publish(release: Path = typer.Option(Path("release"), help="Release director
 
     from huggingface_hub import constants
 
-    from stages import io
+    from stages.core import files
     from stages import publish as pub
-    from stages.params import ParamsError, load
-    from stages.runtime import params_path
+    from stages.core.params import ParamsError, load
+    from stages.core.runtime import params_path
 
     for name, value in (("--repo-model", repo_model), ("--repo-instruct", repo_instruct), ("--repo-dataset", repo_dataset)):
         if value is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
@@ -119,7 +119,7 @@ def publish(release: Path = typer.Option(Path("release"), help="Release director
 
     def write_report():
         if report is not None:
-            io.write_json(report, out)
+            files.write_json(report, out)
 
     if the_plan["problems"]:
         write_report()
@@ -150,7 +150,7 @@ def publish(release: Path = typer.Option(Path("release"), help="Release director
 def push_tracked(api, rel, the_plan: dict, p, token: str, root: Path) -> dict:
     """stages.publish.execute inside an MLflow run, so the published commits sit next to the stage runs."""
     from stages import publish as pub
-    from stages import tracking
+    from stages.core import tracking
 
     t = p.tracking
     trees = the_plan["trees"]

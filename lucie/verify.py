@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from stages.core.dag import UnknownStage, plan
+from stages.core.files import sha256_file
+
 SCHEMA = "lucie-verify/1"
 # Outputs that depend on where and when they were built, so a byte comparison would say nothing.
 NOT_COMPARED = {
@@ -66,34 +69,6 @@ def offline_env(tmp: Path, mlflow_uri: str | None, **extra) -> dict:
     return e
 
 
-def plan(repo: Path, targets: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
-    """(stages to run in dependency order: the targets and everything upstream, or all; the deps
-    of those stages that no stage produces and that are absent from `repo`; all stages in order)."""
-    import networkx as nx
-    from dvc.repo import Repo
-
-    with Repo(str(repo)) as r:
-        graph = r.index.graph  # edges go stage -> dependency
-        order = [s for s in reversed(list(nx.topological_sort(graph))) if getattr(s, "name", None)]
-        everything = [s.name for s in order]
-        if targets:
-            unknown = sorted(set(targets) - {s.name for s in order})
-            if unknown:
-                raise VerifyError(f"unknown stage(s) {', '.join(unknown)}; dvc.yaml has {', '.join(s.name for s in order)}")
-            wanted = {s for s in order if s.name in targets}
-            wanted |= {d for s in list(wanted) for d in nx.descendants(graph, s)}
-            order = [s for s in order if s in wanted]
-        root = Path(r.root_dir)
-        produced = {Path(o.fs_path) for s in graph for o in getattr(s, "outs", [])}
-        missing = set()
-        for s in order:
-            for d in s.deps:
-                p = Path(d.fs_path)
-                if not p.exists() and not any(p == o or o in p.parents for o in produced):
-                    missing.add(p.relative_to(root).as_posix())
-        return [s.name for s in order], sorted(missing), everything
-
-
 def copy_inputs(src_root: Path, dest: Path, paths: list[str]) -> list[dict]:
     """Copy inputs that git does not hold from src_root's working tree; fail naming any that is absent."""
     absent = [p for p in paths if not (src_root / p).exists()]
@@ -120,10 +95,6 @@ def _md5(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def cache_listing(cache_dir: Path | None) -> Callable[[str], list | None]:
@@ -211,7 +182,7 @@ def environment(repo: Path) -> dict:
                 have = None
             if have != want:
                 mismatches.append(f"{name}=={want} (installed: {have})")
-        lock_info = {"sha256": _sha256(lock), "installed_matches": not mismatches, "mismatches": mismatches[:20]}
+        lock_info = {"sha256": sha256_file(lock), "installed_matches": not mismatches, "mismatches": mismatches[:20]}
     cpu_model = None
     try:
         cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None)
@@ -264,8 +235,11 @@ def verify(root: Path, stages: list[str] | None = None, keep_scratch: bool = Fal
         _git(scratch, "clone", "-q", "--no-checkout", str(root), str(repo))
         _git(repo, "checkout", "-q", "--detach", commit)
         golden = _lock(repo)
-        lock_sha = _sha256(repo / "dvc.lock") if (repo / "dvc.lock").exists() else None
-        order, missing, everything = plan(repo, stages)
+        lock_sha = sha256_file(repo / "dvc.lock") if (repo / "dvc.lock").exists() else None
+        try:
+            order, missing, everything = plan(repo, stages)
+        except UnknownStage as err:
+            raise VerifyError(str(err)) from None
         inputs = copy_inputs(root, repo, missing)
         note = f" ({len(dirty)} modified file(s) in the working tree are not part of it)" if dirty else ""
         echo(f"verifying commit {commit[:12]}{note} in {repo}")

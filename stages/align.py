@@ -27,9 +27,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import io
-from .mix import h64
-from .runtime import StageContext, StageError, stage
+from stages.core import files
+from stages.lib.split import h64
+from stages.core.runtime import StageContext, StageError, stage
 
 BASE, OUT = "artifacts/models/base", "artifacts/models/instruct"
 CHAT_TOKENS = {265: "<|start_header_id|>", 266: "<|end_header_id|>", 267: "<|eot_id|>"}
@@ -204,7 +204,7 @@ def run(ctx: StageContext) -> None:
         dpo_hist = dpo.state.log_history
         final = dpo.model
 
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
+    with files.atomic_dir(ctx.path(OUT)) as tmp:
         final.generation_config = GenerationConfig(
             bos_token_id=0, eos_token_id=[tok.convert_tokens_to_ids("<|eot_id|>"), 1], pad_token_id=3,
             do_sample=True, temperature=0.6, top_p=0.9,  # Lucie's generation defaults

@@ -16,7 +16,7 @@ checks that the clusters agree), only found faster:
     (sorted signature files, pair files, remove lists) only add I/O.
 The input is read twice: the first pass keeps ids, exact keys and signatures (14 x 8 uint64 per
 document), not texts; the second writes the kept documents. Beyond the Parquet shard being read
-or written (io.read_docs and io.write_docs hold one shard), memory grows with the number of
+or written (files.read_docs and files.write_docs hold one shard), memory grows with the number of
 documents (1-2 KB each) and the vocabulary (the chunk cache, capped by CACHE_MAX), not with the
 length of the texts.
 
@@ -44,9 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import executor, io
-from .params import WORD_TOKENIZER, MinHash
-from .runtime import Ledger, StageContext, StageError, progress, stage
+from stages.core import executor, files
+from stages.core.params import WORD_TOKENIZER, MinHash
+from stages.core.runtime import Ledger, StageContext, StageError, progress, stage
 
 IN, OUT = "data/filtered", "data/dedup"
 CACHE_MAX = 2_000_000  # distinct chunks cached per language before the cache starts over (bounds memory)
@@ -293,7 +293,7 @@ class DedupTask:
 
         if self._signer is None and self.p.minhash.enabled:
             self._signer = Signer(self.p.minhash)
-        start, end = executor.row_range(io.count_docs(self.src), rank, world_size)
+        start, end = executor.row_range(files.count_docs(self.src), rank, world_size)
         rows = progress(executor.read_rows(self.src, start, end), end - start, f"[dedup] signatures (task {rank})")
         s = scan(rows, self.p, self._signer, offset=start)
         sigs = [s.sigs[i].tobytes() if i in s.sigs else None for i in range(len(s.ids))]
@@ -393,7 +393,7 @@ def write(pl: Plan, src, out, rows_per_shard: int, signer: Signer | None) -> lis
     removed: list[dict] = []
 
     def kept_rows():
-        for i, d in enumerate(io.read_docs(src)):
+        for i, d in enumerate(files.read_docs(src)):
             if i >= len(s.ids) or d["id"] != s.ids[i]:
                 raise RuntimeError(f"{src} changed while dedup was reading it (row {i})")
             if i in need:
@@ -411,7 +411,7 @@ def write(pl: Plan, src, out, rows_per_shard: int, signer: Signer | None) -> lis
                 rec["jaccard"] = round(jaccard(shingles[i], shingles[k]), 4)
             removed.append(rec)
 
-    io.write_corpus(out, kept_rows(), rows_per_shard, "removed.jsonl", removed)
+    files.write_corpus(out, kept_rows(), rows_per_shard, "removed.jsonl", removed)
     return removed
 
 

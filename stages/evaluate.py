@@ -23,11 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from . import eval_report, io
-from .eval_tasks import check_harness_tasks, check_task_file, task_yaml
-from .mix import h64
-from .revisions import PHASES, list_revisions
-from .runtime import StageContext, StageError, stage
+from stages.lib import eval_report
+from stages.core import files
+from stages.lib.eval_tasks import check_harness_tasks, check_task_file, task_yaml
+from stages.lib.split import h64
+from stages.lib.phases import PHASES, list_revisions
+from stages.core.runtime import StageContext, StageError, stage
 
 MODELS = {"base": "artifacts/models/base", "instruct": "artifacts/models/instruct"}
 CHECKPOINTS = "artifacts/checkpoints/<phase>/hf"
@@ -38,12 +39,12 @@ DTYPE = "float32"
 
 
 def weights_sha256(model_dir: Path) -> str:
-    return io.sha256_file(model_dir / "model.safetensors")
+    return files.sha256_file(model_dir / "model.safetensors")
 
 
 def resolve_checkpoints(ctx: StageContext, wanted) -> dict[str, dict]:
     """revision -> {source, revision (hub only), phase, step}; names are checked before any evaluation."""
-    local = list_revisions(ctx.root)  # every phase's exports (stages/revisions.py)
+    local = list_revisions(ctx.root)  # every phase's exports (stages/lib/phases.py)
     available = list(local)
     names = available if wanted == "all" else list(wanted)
     out = {}
@@ -150,7 +151,7 @@ def evaluate_model(lm, tasks, fewshot, tm, p, seed, harness: str, weights: str, 
             "n_samples": res["n-samples"][t.name]["effective"], "weights_sha256": weights,
         }
         if out is not None:
-            io.write_jsonl(out / f"{prefix}__{t.name}.jsonl", sample_rows(res["samples"][t.name]))
+            files.write_jsonl(out / f"{prefix}__{t.name}.jsonl", sample_rows(res["samples"][t.name]))
     return {"weights_sha256": weights, "tasks": scores, "provenance": provenance}
 
 
@@ -175,12 +176,12 @@ def run(ctx: StageContext) -> None:
     checkpoints = resolve_checkpoints(ctx, p.checkpoints)
     fewshot = {t.name: p.num_fewshot if t.num_fewshot is None else t.num_fewshot for t in p.tasks}
     # Cap by a hash of the id, not by id order (ids group by language, a prefix would drop languages).
-    valid = sorted(io.read_docs(ctx.path(VALID)), key=lambda d: h64(seed, "ppl", d["id"]))[: p.ppl_max_docs]
+    valid = sorted(files.read_docs(ctx.path(VALID)), key=lambda d: h64(seed, "ppl", d["id"]))[: p.ppl_max_docs]
     results: dict = {"harness": {"name": "lm-eval", "version": lm_eval_pkg.__version__},
                      "settings": {"num_fewshot": fewshot, "batch_size": p.batch_size, "seed": seed,
                                   "dtype": DTYPE, "device": "cpu", "add_bos_token": True},
                      "models": {}, "checkpoints": {}}
-    with tempfile.TemporaryDirectory() as tdir, io.atomic_dir(ctx.path(OUT)) as out:
+    with tempfile.TemporaryDirectory() as tdir, files.atomic_dir(ctx.path(OUT)) as out:
         for t in p.tasks:
             if t.kind != "harness":
                 (Path(tdir) / f"{t.name}.yaml").write_text(yaml.safe_dump(task_yaml(t, ctx.path(t.path).resolve())))
@@ -198,7 +199,7 @@ def run(ctx: StageContext) -> None:
         for rev, c in sorted(checkpoints.items(), key=order):
             lm = load_lm(c["source"], c["revision"], p.batch_size)
             local = Path(c["source"]) / "model.safetensors"
-            weights = io.sha256_file(local) if local.exists() else f"hub:{c['source']}@{c['revision']}"
+            weights = files.sha256_file(local) if local.exists() else f"hub:{c['source']}@{c['revision']}"
             r = evaluate_model(lm, p.tasks, fewshot, tm, p, seed, harness, weights, None, rev, ctx.root)
             results["checkpoints"][rev] = {"phase": c["phase"], "step": c["step"], **r,
                                            "perplexity": perplexity(lm, valid, ctx.params.tokenize.seq_len)}

@@ -2,12 +2,14 @@
 
 Rule order: URL blocklist -> language ID -> Gopher repetition -> Gopher quality -> C4 -> perplexity.
 The text rules apply to natural-language documents (`filter.text_langs`); code only meets the URL rule
-(Lucie took TheStack as deduplicated upstream). Lucie applied the C4 rules as document-level signals
-(RedPajama-V2), so C4 only decides: a kept document keeps its original text. Perplexity is last because
-it is the most expensive rule and only survivors need it.
+(Lucie took TheStack as deduplicated upstream). A document meets only its category's rule set (each rule's
+`categories`, stages/lib/rule_sets.py): Lucie ran the web heuristics on its web crawl, not on its curated
+sources. Lucie applied the C4 rules as document-level signals (RedPajama-V2), so C4 only decides: a kept
+document keeps its original text. Perplexity is last because it is the most expensive rule and only survivors
+need it.
 
 Two engines take the same decisions (`filter.engine`):
-- `fast` (default): stages/filter_rules.py, which splits each document into words once and shares them
+- `fast` (default): stages/lib/filter_rules.py, which splits each document into words once and shares them
   between rules; ~7-8x datatrove's throughput (benchmarks/filter_speed.py).
 - `datatrove`: datatrove's own blocks (URLFilter, GopherRepetition/Quality, C4QualityFilter), the
   reference Lucie's authors ran; the value and threshold of a drop come from the fast rule of the same
@@ -25,11 +27,12 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
-from . import executor
-from . import filter_rules as fr
-from . import io
-from .params import WORD_TOKENIZER, Filter
-from .runtime import Ledger, StageContext, StageError, console, progress, stage
+from stages.core import executor
+from stages.lib import filter_rules as fr
+from stages.lib import rule_sets as rs
+from stages.core import files
+from stages.core.params import WORD_TOKENIZER, Filter
+from stages.core.runtime import Ledger, StageContext, StageError, console, progress, stage
 
 IN, OUT = "data/raw", "data/filtered"
 PERPLEXITY_OFF = "perplexity filter off: no KenLM model configured"
@@ -220,9 +223,11 @@ class Chain:
         return self._text[lang]
 
     def rules_for(self, doc: dict) -> list:
-        rules = [("url", self.url)] if self.url and doc["url"] else []
+        """The rules of the document's rule set (its category's, stages/lib/rule_sets.py) that can run on it."""
+        cat = doc["category"]
+        rules = [("url", self.url)] if self.url and doc["url"] and rs.applies(self.p, "url", cat) else []
         if doc["lang"] in self.p.text_langs:
-            rules += self.text_rules(doc["lang"])
+            rules += [(n, r) for n, r in self.text_rules(doc["lang"]) if rs.applies(self.p, n, cat)]
         return rules
 
     def view(self, doc: dict) -> fr.DocView:
@@ -282,9 +287,10 @@ class FilterTask:
 
     def __call__(self, rank: int, world_size: int, out: Path) -> dict:
         chain = self.chain()
-        start, end = executor.row_range(io.count_docs(self.src), rank, world_size)
+        start, end = executor.row_range(files.count_docs(self.src), rank, world_size)
         ledger, dropped = Ledger(), []
         per_source: dict[str, Counter] = {}
+        per_rule_set: dict[str, Counter] = {}  # category -> counts: which rule set each document met
         by_check: Counter = Counter()
 
         def kept():
@@ -292,41 +298,48 @@ class FilterTask:
             for doc in progress(rows, end - start, f"[filter] rules (task {rank})"):
                 ledger.read += 1
                 c = per_source.setdefault(doc["source"], Counter())
+                r = per_rule_set.setdefault(doc["category"], Counter())
                 c["read"] += 1
+                r["read"] += 1
                 d = decide_full(chain, doc)
                 if d.verdict == "keep":
                     ledger.kept += 1
                     c["kept"] += 1
+                    r["kept"] += 1
                     yield doc
                     continue
                 if d.verdict == "drop":
                     ledger.drop(d.rule)
                     c[f"dropped.{d.rule}"] += 1
+                    r[f"dropped.{d.rule}"] += 1
                     by_check[f"{d.rule}.{d.check}"] += 1
                 else:
                     ledger.reject("filter_error")
                     c["rejected"] += 1
+                    r["rejected"] += 1
                 dropped.append({"id": doc["id"], "source": doc["source"], "verdict": d.verdict, "rule": d.rule,
-                                "check": d.check, "value": d.value, "threshold": d.threshold, "detail": d.detail})
+                                "check": d.check, "value": d.value, "threshold": d.threshold, "detail": d.detail,
+                                "rule_set": doc["category"]})
 
-        io.write_manifest(out, io.write_docs(out, kept(), self.rows_per_shard))
-        io.write_jsonl(out / "dropped.jsonl", dropped)
+        files.write_manifest(out, files.write_docs(out, kept(), self.rows_per_shard))
+        files.write_jsonl(out / "dropped.jsonl", dropped)
         return {"rows": [start, end], "read": ledger.read, "kept": ledger.kept, "dropped": dict(ledger.dropped),
                 "rejected": dict(ledger.rejected), "by_check": dict(by_check),
-                "per_source": {s: dict(c) for s, c in per_source.items()}}
+                "per_source": {s: dict(c) for s, c in per_source.items()},
+                "per_rule_set": {s: dict(c) for s, c in per_rule_set.items()}}
 
 
-def merge(dirs: list[Path], out: Path) -> tuple[Ledger, dict[str, Counter], Counter]:
+def merge(dirs: list[Path], out: Path) -> tuple[Ledger, dict[str, Counter], Counter, dict[str, Counter]]:
     """The tasks' outputs, in rank order, as the stage's output folder; their counters summed."""
-    ledger, per_source, by_check = Ledger(), {}, Counter()
-    with io.atomic_dir(out) as tmp:
-        io.write_manifest(tmp, executor.merge_parts(dirs, tmp))
+    ledger, per_source, by_check, per_rule_set = Ledger(), {}, Counter(), {}
+    with files.atomic_dir(out) as tmp:
+        files.write_manifest(tmp, executor.merge_parts(dirs, tmp))
         with open(tmp / "dropped.jsonl", "wb") as f:
             for d in dirs:
                 with open(d / "dropped.jsonl", "rb") as part:
                     shutil.copyfileobj(part, f)
         for d in dirs:
-            t = io.read_json(d / executor.TASK_RESULT)
+            t = files.read_json(d / executor.TASK_RESULT)
             ledger.read += t["read"]
             ledger.kept += t["kept"]
             ledger.dropped.update(t["dropped"])
@@ -334,7 +347,9 @@ def merge(dirs: list[Path], out: Path) -> tuple[Ledger, dict[str, Counter], Coun
             by_check.update(t["by_check"])
             for s, c in t["per_source"].items():
                 per_source.setdefault(s, Counter()).update(c)
-    return ledger, per_source, by_check
+            for s, c in t["per_rule_set"].items():
+                per_rule_set.setdefault(s, Counter()).update(c)
+    return ledger, per_source, by_check, per_rule_set
 
 
 def run(ctx: StageContext, chain: Chain | None = None) -> None:
@@ -355,10 +370,12 @@ def run(ctx: StageContext, chain: Chain | None = None) -> None:
     inputs = lambda: {"filter": p.model_dump(mode="json"), "rows_per_shard": ctx.params.ingest.rows_per_shard,
                       "input": executor.input_manifest(ctx.path(IN))}
     with executor.task_results(ctx.root, ex, "filter", task, out, inputs) as dirs:
-        ledger, per_source, by_check = merge(dirs, out)
+        ledger, per_source, by_check, per_rule_set = merge(dirs, out)
     metrics = {**ledger.as_dict(), "engine": p.engine, "dropped_by_check": dict(sorted(by_check.items())),
                "perplexity": status,
-               "per_source": {s: dict(sorted(c.items())) for s, c in sorted(per_source.items())}}
+               "per_source": {s: dict(sorted(c.items())) for s, c in sorted(per_source.items())},
+               "rule_sets": {cat: {"rules": rs.rule_set(p, cat), **dict(sorted(c.items()))}
+                             for cat, c in sorted(per_rule_set.items())}}
     ctx.write_metrics("metrics/filter.json", metrics)
     ctx.dataset(IN, "input")
     ctx.dataset(OUT, "output")

@@ -26,9 +26,9 @@ from typing import BinaryIO, Iterator
 
 import orjson
 
-from . import executor, io
-from .params import Ingest, Source
-from .runtime import Ledger, StageContext, StageError, progress, stage
+from stages.core import executor, files
+from stages.core.params import Ingest, Source
+from stages.core.runtime import Ledger, StageContext, StageError, progress, stage
 
 OUT = "data/raw"
 KNOWN = {"id", "text", "lang", "category", "license", "url", "date"}
@@ -317,7 +317,7 @@ class IngestTask:
                     if doc is not None:
                         yield doc
 
-        io.write_manifest(out, io.write_docs(out, docs(), self.p.rows_per_shard))
+        files.write_manifest(out, files.write_docs(out, docs(), self.p.rows_per_shard))
         table = pa.table({"unit": pa.array(cols["unit"], pa.int32()), "line": pa.array(cols["line"], pa.int64()),
                           "reason": pa.array(cols["reason"], pa.string())})
         pq.write_table(table, out / RECORDS, compression="zstd")
@@ -340,7 +340,7 @@ def replay(dirs: list[Path], all_units: list[Unit], sources: list[Source], acc: 
     import pyarrow.parquet as pq
 
     for d in dirs:
-        docs = io.read_docs(d)
+        docs = files.read_docs(d)
         rec = pq.read_table(d / RECORDS)
         for u, lineno, reason in zip(*(rec.column(c).to_pylist() for c in ("unit", "line", "reason"))):
             doc = next(docs) if reason is None else None
@@ -362,7 +362,7 @@ def run(ctx: StageContext) -> None:
     task = IngestTask(root, prm.ingest, sources, prm.data.languages, all_units)
     with executor.task_results(root, ex, "ingest", task, out, lambda: unit_inputs(root, prm, all_units)) as dirs:
         docs = replay(dirs, all_units, sources, acc)
-        io.write_corpus(out, ctx.progress(docs, None, "accounting"), prm.ingest.rows_per_shard,
+        files.write_corpus(out, ctx.progress(docs, None, "accounting"), prm.ingest.rows_per_shard,
                         "rejected.jsonl", acc.rejects, per_source=acc.per_source)
     ctx.write_metrics("metrics/ingest.json", acc.metrics())
     ctx.dataset(OUT, "output")

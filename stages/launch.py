@@ -28,7 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .params import Launch, Params, load
+from stages.core.params import Launch, Params, load
 
 MODULE = "stages.pretrain"
 
@@ -121,7 +121,7 @@ def sbatch_script(p: Params, args: list[str] | tuple = (), workdir: str = '"$SLU
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .runtime import params_path
+    from stages.core.runtime import params_path
 
     ap = argparse.ArgumentParser(prog="python -m stages.launch", description=__doc__.split("\n")[0])
     ap.add_argument("--node-rank", type=int, default=None, help="this node's rank (by-hand multi-node runs)")

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import io
-from .runtime import StageContext, StageError, stage
+from stages.core import files
+from stages.core.runtime import StageContext, StageError, stage
 
 RELEASE = "release"
 CHECKPOINTS = "checkpoints"
@@ -127,12 +127,12 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
 
     if not (release / "MANIFEST.json").is_file():
         raise PublishError(f"{release} is not a release directory (no MANIFEST.json); run the release stage first")
-    manifest = io.read_json(release / "MANIFEST.json")
+    manifest = files.read_json(release / "MANIFEST.json")
     recorded = manifest["files"]
     keys = tree_keys(release, branches)
     rel = Release(release, keys, {k: tree_files(release, k) for k in keys}, lineage=manifest.get("lineage", {}))
-    for src in sorted({f for files in rel.files.values() for f in files.values()}):
-        rel.sha[src] = io.sha256_file(src)
+    for src in sorted({f for listed in rel.files.values() for f in listed.values()}):
+        rel.sha[src] = files.sha256_file(src)
         name = src.relative_to(release).as_posix()
         if name == "MANIFEST.json" or name.startswith("openness/"):
             continue  # derived from the listed files; the card is checked below
@@ -173,7 +173,7 @@ def publish_local(release: Path, target: Path, plan: dict, branches: bool = True
     out = {}
     for key in tree_keys(release, branches):
         dest = target / layout_name(plan, key)
-        with io.atomic_dir(dest) as tmp:
+        with files.atomic_dir(dest) as tmp:
             stage_tree(tree_files(release, key), tmp)
         out[key] = dest
     return out
@@ -182,13 +182,13 @@ def publish_local(release: Path, target: Path, plan: dict, branches: bool = True
 def verify(release: Path, published: dict[str, Path]) -> dict:
     """Read every published file back. Files listed in the release manifest must match it (the
     lineage); the card and manifest copies must match their release originals."""
-    manifest = io.read_json(release / "MANIFEST.json")["files"]
+    manifest = files.read_json(release / "MANIFEST.json")["files"]
     report = {}
     for key, dest in published.items():
-        files = tree_files(release, key)
-        expected = {rel: manifest.get(src.relative_to(release).as_posix()) or io.sha256_file(src) for rel, src in files.items()}
+        listed = tree_files(release, key)
+        expected = {rel: manifest.get(src.relative_to(release).as_posix()) or files.sha256_file(src) for rel, src in listed.items()}
         bad = [rel for rel, sha in sorted(expected.items())
-               if not (dest / rel).exists() or io.sha256_file(dest / rel) != sha]
+               if not (dest / rel).exists() or files.sha256_file(dest / rel) != sha]
         report[key] = {"files": len(expected), "mismatched": bad,
                        "bytes": sum((dest / rel).stat().st_size for rel in expected if (dest / rel).exists())}
     return report
@@ -361,20 +361,20 @@ def read_back(api, rel: Release, results: list[dict], tag: str, token: str | Non
             problems.append(f"{where}: branch {r['revision']} points at {refs['branches'].get(r['revision'])}")
         if r["revision"] == "main" and refs["tags"].get(tag) != r["commit"]:
             problems.append(f"{where}: tag {tag} points at {refs['tags'].get(tag)}")
-        files = rel.files[r["key"]]
+        listed = rel.files[r["key"]]
         with tempfile.TemporaryDirectory() as tmp:
             got = Path(snapshot_download(r["repo_id"], repo_type=r["repo_type"], revision=r["commit"], token=token,
                                          local_dir=Path(tmp) / "files", cache_dir=Path(tmp) / "cache", endpoint=api.endpoint))
             remote = {k: f for k, f in _tree(got).items() if not k.startswith(".cache/")}
-            for p, src in sorted(files.items()):
+            for p, src in sorted(listed.items()):
                 if p not in remote:
                     problems.append(f"{where}: {p} is missing")
-                elif (h := io.sha256_file(remote[p])) != rel.sha[src]:
+                elif (h := files.sha256_file(remote[p])) != rel.sha[src]:
                     problems.append(f"{where}: {p} read back with sha256 {h[:16]}…, expected {rel.sha[src][:16]}…")
-            problems += [f"{where}: unexpected file {p}" for p in sorted(set(remote) - set(files) - KEEP_REMOTE)]
+            problems += [f"{where}: unexpected file {p}" for p in sorted(set(remote) - set(listed) - KEEP_REMOTE)]
             r["read_back"] = "ok" if not any(x.startswith(where) for x in problems) else "mismatch"
             if dest is not None:
-                stage_tree({p: remote[p] for p in files if p in remote}, dest / f"{r['repo_type']}s/{r['repo_id']}"
+                stage_tree({p: remote[p] for p in listed if p in remote}, dest / f"{r['repo_type']}s/{r['repo_id']}"
                            f"{'' if r['revision'] == 'main' else '@' + r['revision']}")
     return problems
 
@@ -395,7 +395,7 @@ def hub_api(endpoint: str | None, token: str | None):
 
 
 def commit_text(rel: Release, p, tag: str) -> tuple[str, str]:
-    manifest = io.sha256_file(rel.path / "MANIFEST.json")
+    manifest = files.sha256_file(rel.path / "MANIFEST.json")
     return (f"lucie-repro release {tag}",
             f"Built by {p.release.code_url} at commit {rel.lineage.get('git_commit')}; release manifest sha256 {manifest}.")
 
@@ -442,7 +442,7 @@ def run(ctx: StageContext) -> None:
     repo_plan = repos(p)
     if p.publish.target == "hub":
         out_dir = ctx.path(p.publish.local_dir)
-        with io.atomic_dir(out_dir) as tmp:  # published/ = what was read back from the Hub
+        with files.atomic_dir(out_dir) as tmp:  # published/ = what was read back from the Hub
             result = publish_hub(release, p, dest=tmp)
         ctx.write_metrics("metrics/publish.json", {"target": "hub", "tag": result["tag"], "repos": {
             r["key"]: {k: r[k] for k in ("repo_id", "repo_type", "revision", "commit", "new_commit", "files", "bytes")}

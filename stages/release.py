@@ -20,10 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from . import io
-from .gguf_export import export as gguf_export
-from .revisions import list_revisions
-from .runtime import StageContext, StageError, stage
+from stages.core import files
+from stages.lib.gguf_export import export as gguf_export
+from stages.lib.phases import list_revisions
+from stages.core.runtime import StageContext, StageError, stage
 
 OUT = "release"
 # release subtree -> (pipeline output, key of its results in metrics/eval.json)
@@ -101,7 +101,7 @@ def git_archive(root: Path, out: Path) -> dict:
     # A run rewrites dvc.lock and the metrics/plots files it tracks in git; other edits mean the code that
     # ran is not the commit archived here.
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!metrics", ":!plots")
-    return {"commit": commit, "date": commit_date, "archive": name, "sha256": io.sha256_file(out / name),
+    return {"commit": commit, "date": commit_date, "archive": name, "sha256": files.sha256_file(out / name),
             "dirty_worktree": bool(status.strip()), "license": project_license(root)}
 
 
@@ -137,14 +137,14 @@ def project_license(root: Path) -> str:
 
 
 def write_dataset(ctx: StageContext, out: Path, metrics: dict) -> dict:
-    rows = list(io.read_docs(ctx.path("data/dedup")))
+    rows = list(files.read_docs(ctx.path("data/dedup")))
     groups: dict[tuple, list] = defaultdict(list)
     for r in rows:
         groups[(r["lang"], r["source"])].append(r)
     for (lang, source), members in sorted(groups.items()):
         d = out / "data" / lang / source
         d.mkdir(parents=True)
-        io.write_docs(d, members, ctx.params.ingest.rows_per_shard)
+        files.write_docs(d, members, ctx.params.ingest.rows_per_shard)
     from datasheets.dataset_card import dataset_card
     from datasheets.datasheet import write_datasheets
 
@@ -182,10 +182,10 @@ def manifest(tree: Path, lin: dict, previous: dict | None = None, changed: tuple
     """sha256 of every file but the manifest and the openness card; with `previous`, only `changed`
     files are hashed again (the second rating pass rewrites just the model cards)."""
     if previous:
-        return {"files": {**previous["files"], **{rel: io.sha256_file(tree / rel) for rel in changed}}, "lineage": lin}
-    files = {str(f.relative_to(tree)): io.sha256_file(f) for f in sorted(tree.rglob("*"))
+        return {"files": {**previous["files"], **{rel: files.sha256_file(tree / rel) for rel in changed}}, "lineage": lin}
+    listed = {str(f.relative_to(tree)): files.sha256_file(f) for f in sorted(tree.rglob("*"))
              if f.is_file() and f.name != "MANIFEST.json" and f.relative_to(tree).parts[0] != "openness"}
-    return {"files": files, "lineage": lin}
+    return {"files": listed, "lineage": lin}
 
 
 def run(ctx: StageContext) -> None:
@@ -194,12 +194,12 @@ def run(ctx: StageContext) -> None:
     from model_card.evidence import collect_release
 
     p = ctx.params
-    metrics = {k: io.read_json(ctx.path(f"metrics/{k}.json")) for k in METRICS}  # read once, used by every card
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
+    metrics = {k: files.read_json(ctx.path(f"metrics/{k}.json")) for k in METRICS}  # read once, used by every card
+    with files.atomic_dir(ctx.path(OUT)) as tmp:
         for key, (src, eval_key) in MODELS.items():
             d = tmp / key
             shutil.copytree(ctx.path(src), d)
-            io.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
+            files.write_json(d / "eval_results.json", metrics["eval"]["models"][eval_key])
             shutil.copy(ctx.root / "LICENSE", d / "LICENSE")
             (d / "training_logs").mkdir()
             for plot in ("pretrain_loss.csv", *PHASE_PLOTS, "eval_curve.csv"):
@@ -224,10 +224,10 @@ def run(ctx: StageContext) -> None:
         shutil.copytree(ctx.path("artifacts/eval"), tmp / "model" / "eval_samples")  # per-sample outputs
         (tmp / "code").mkdir()
         code = {"repository": p.release.code_url, **git_archive(ctx.root, tmp / "code")}
-        io.write_json(tmp / "code" / "code.json", code)
+        files.write_json(tmp / "code" / "code.json", code)
         # Supporting libraries and tools: the exact environment and the license of each package in it.
         shutil.copy(ctx.root / "requirements.lock", tmp / "code" / "requirements.lock")
-        io.write_json(tmp / "code" / "third_party_licenses.json", third_party_licenses(ctx.root / "requirements.lock"))
+        files.write_json(tmp / "code" / "third_party_licenses.json", third_party_licenses(ctx.root / "requirements.lock"))
         if (ctx.root / VERIFICATION).exists():  # `lucie verify`'s last result; evidence checks what it covers
             (tmp / "reproducibility").mkdir()
             shutil.copy(ctx.root / VERIFICATION, tmp / "reproducibility" / "verification.json")
@@ -239,7 +239,7 @@ def run(ctx: StageContext) -> None:
 
         def rate(previous=None):
             m = manifest(tmp, lin, previous, cards)
-            io.write_json(tmp / "MANIFEST.json", m)
+            files.write_json(tmp / "MANIFEST.json", m)
             ev = collect_release(tmp, OUT)
             return m, ev, orender.audit(ev)
 
@@ -261,7 +261,7 @@ def run(ctx: StageContext) -> None:
         record = mof_export.to_record(ev, p.release.model_name, code["date"],
                                       producer=p.release.organization, repository=p.release.code_url)
         (tmp / "openness" / "mof.yml").write_text(mof_export.to_yaml(record))
-    n_files = len(io.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
+    n_files = len(files.read_json(ctx.path(OUT) / "MANIFEST.json")["files"])
     nc = card["nextcloud"]
     ctx.write_metrics("metrics/release.json", {"files": n_files, "dataset_docs": ds["docs"],
                                                "nextcloud_color": nc["color"], "nextcloud_conditions_met": nc["conditions_met"],

@@ -22,19 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import io
-from .mix import PHASES
-from .runtime import StageContext, stage, tokenizer_threads
+from stages.core import files
+from stages.lib.phases import LATER_PHASES
+from stages.core.runtime import StageContext, stage, tokenizer_threads
+from stages.lib.tokens import INDEX_SCHEMA, dtype_for
 
 IN, TOK, OUT = "data/mixed", "artifacts/tokenizer", "data/tokens"
-INDEX_SCHEMA = pa.schema([
-    ("sample", pa.int64()), ("doc_id", pa.string()), ("doc_token_start", pa.int64()),
-    ("sample_token_start", pa.int32()), ("length", pa.int32()),
-])
-
-
-def dtype_for(vocab_size: int):
-    return np.uint16 if vocab_size <= 65_536 else np.uint32
 
 
 def pack(docs, tok, seq_len: int, append_eos: bool, out: Path, progress=lambda it, n: it) -> dict:
@@ -84,16 +77,6 @@ def pack(docs, tok, seq_len: int, append_eos: bool, out: Path, progress=lambda i
             "dtype": np.dtype(dtype).name, "seq_len": seq_len}
 
 
-def load_tokens(split_dir: str | Path) -> np.ndarray:
-    """Memory-map a split as a (samples, seq_len) array."""
-    split_dir = Path(split_dir)
-    m = io.read_json(split_dir / io.MANIFEST)
-    if m["samples"] == 0:  # numpy cannot map an empty file
-        return np.zeros((0, m["seq_len"]), dtype=m["dtype"])
-    arr = np.memmap(split_dir / "tokens.bin", dtype=m["dtype"], mode="r")
-    return arr.reshape(m["samples"], m["seq_len"])
-
-
 def run(ctx: StageContext) -> None:
     from tokenizers import Tokenizer
 
@@ -106,24 +89,24 @@ def run(ctx: StageContext) -> None:
     # (output split, mixed split, seq_len): the main phase, then each later phase at its own sequence length,
     # with the held-out documents packed at that length for its validation loss.
     jobs = [("train", "train", p.seq_len), ("valid", "valid", p.seq_len)]
-    for name in PHASES:
+    for name in LATER_PHASES:
         cfg = getattr(ctx.params, name)
         seq = cfg.seq_len if cfg is not None else p.seq_len
         jobs += [(f"{name}/train", name, seq), (f"{name}/valid", "valid", seq)]
-    with io.atomic_dir(ctx.path(OUT)) as tmp, tokenizer_threads():
+    with files.atomic_dir(ctx.path(OUT)) as tmp, tokenizer_threads():
         for split, source, seq_len in jobs:
             (tmp / split).mkdir(parents=True)
             src = ctx.path(IN) / source
-            counts = pack(io.read_docs(src), tok, seq_len, p.append_eos, tmp / split,
-                          lambda it, n: ctx.progress(it, io.count_docs(src), f"tokenizing {split}"))
-            files = [{"path": f, "sha256": io.sha256_file(tmp / split / f)} for f in ("tokens.bin", "index.parquet")]
-            io.write_json(tmp / split / io.MANIFEST, {**counts, "files": files,
-                                                        "tokenizer_sha256": io.sha256_file(tok_file)})
+            counts = pack(files.read_docs(src), tok, seq_len, p.append_eos, tmp / split,
+                          lambda it, n: ctx.progress(it, files.count_docs(src), f"tokenizing {split}"))
+            listed = [{"path": f, "sha256": files.sha256_file(tmp / split / f)} for f in ("tokens.bin", "index.parquet")]
+            files.write_json(tmp / split / files.MANIFEST, {**counts, "files": listed,
+                                                        "tokenizer_sha256": files.sha256_file(tok_file)})
             results[split] = counts
     ctx.write_metrics("metrics/tokenize.json", results)
     ctx.dataset(OUT + "/train", "output")
     t = results["train"]
-    extra = "".join(f", {n} {results[n + '/train']['samples']} x {results[n + '/train']['seq_len']}" for n in PHASES)
+    extra = "".join(f", {n} {results[n + '/train']['samples']} x {results[n + '/train']['seq_len']}" for n in LATER_PHASES)
     ctx.summary(f"train {t['docs']} docs -> {t['tokens']} tokens -> {t['samples']} samples of {p.seq_len}; "
                 f"valid {results['valid']['samples']} samples{extra} -> {OUT}")
 

@@ -24,9 +24,9 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from . import io
-from .mix import h64, is_valid
-from .runtime import StageContext, stage
+from stages.core import files
+from stages.lib.split import h64, is_valid
+from stages.core.runtime import StageContext, stage
 
 IN, OUT = "data/dedup", "artifacts/tokenizer"
 SPECIAL = ["<s>", "</s>", "<unk>", "<pad>"]
@@ -90,9 +90,9 @@ def run(ctx: StageContext) -> None:
 
     p = ctx.params.tokenizer
     seed, held_out = ctx.params.seed, ctx.params.mix.valid_fraction
-    docs = sorted((d for d in io.read_docs(ctx.path(IN)) if not is_valid(seed, d["id"], held_out)),
+    docs = sorted((d for d in files.read_docs(ctx.path(IN)) if not is_valid(seed, d["id"], held_out)),
                   key=lambda d: d["id"])
-    with io.atomic_dir(ctx.path(OUT)) as tmp:
+    with files.atomic_dir(ctx.path(OUT)) as tmp:
         if p.from_file:
             src = ctx.path(p.from_file)
             tok = Tokenizer.from_file(str(src))

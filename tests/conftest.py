@@ -32,11 +32,10 @@ def make_ctx(tmp_path):
     """Factory: make_ctx(name="stage", overrides={"filter.language.enabled": False}, root=None).
 
     Starts from the project's params.yaml, applies the overrides (dotted keys; a value
-    replaces what was there), validates with stages.params.parse and returns a
+    replaces what was there), validates with stages.core.params.parse and returns a
     StageContext rooted at `root` (default: this test's tmp_path) with an inactive Tracker.
     """
-    from stages import params as params_mod
-    from stages import runtime, tracking
+    from stages.core import params as params_mod, runtime, tracking
 
     with open(Path(__file__).resolve().parent.parent / "params.yaml", encoding="utf-8") as f:
         base = yaml.safe_load(f)

@@ -52,8 +52,6 @@ def write_params(root: Path, overrides: dict | None = None, seq_len: int = 32) -
 def make_repo(root: Path, overrides: dict | None = None, seq_len: int = 32) -> Path:
     from tokenizers import Tokenizer
 
-    from stages import io
-    from stages.tokenize import pack
     from stages.tokenizer import save_hf, train
 
     root.mkdir(parents=True, exist_ok=True)
@@ -71,13 +69,13 @@ def make_repo(root: Path, overrides: dict | None = None, seq_len: int = 32) -> P
 
 
 def write_tokens(out: Path, docs: list[dict], tok, seq_len: int) -> None:
-    from stages import io
+    from stages.core import files
     from stages.tokenize import pack
 
     out.mkdir(parents=True)
     counts = pack(iter(docs), tok, seq_len, True, out)
-    files = [{"path": f, "sha256": io.sha256_file(out / f)} for f in ("tokens.bin", "index.parquet")]
-    io.write_json(out / io.MANIFEST, {**counts, "files": files})
+    listed = [{"path": f, "sha256": files.sha256_file(out / f)} for f in ("tokens.bin", "index.parquet")]
+    files.write_json(out / files.MANIFEST, {**counts, "files": listed})
 
 
 def sample_docs(lang: str) -> list[dict]:

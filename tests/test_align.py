@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stages.align import CHAT_TOKENS, AlignDataError, build_mix, instruct_tokenizer
-from stages.params import MixPart
+from stages.core.params import MixPart
 from stages.tokenizer import save_hf, train
 
 LUCIE_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "lucie" / "tokenizer.json"

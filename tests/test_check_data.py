@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from lucie.check_data import problems
 from lucie.cli import app
-from stages import io
+from stages.core import files
 
 ROWS = [{"id": f"d{i}", "text": f"text {i}", "lang": "en", "source": "s", "category": "web", "license": "CC0-1.0",
          "url": "", "date": "", "meta": "{}"} for i in range(7)]
@@ -16,7 +16,7 @@ ROWS = [{"id": f"d{i}", "text": f"text {i}", "lang": "en", "source": "s", "categ
 def corpus(tmp_path):
     d = tmp_path / "docs"
     d.mkdir()
-    io.write_manifest(d, io.write_docs(d, ROWS, rows_per_shard=3))  # 3 shards: 3, 3, 1 rows
+    files.write_manifest(d, files.write_docs(d, ROWS, rows_per_shard=3))  # 3 shards: 3, 3, 1 rows
     return d
 
 

@@ -1,7 +1,7 @@
 """Datasheets (Gebru et al.'s seven sections) and the HF dataset card, on a small release fixture.
 
 The fixture is written the way the release stage writes it (data/<lang>/<source>/part-*.parquet
-through stages.io.write_docs); the card's configs are then checked against the real files, by
+through stages.core.files.write_docs); the card's configs are then checked against the real files, by
 glob and by `datasets.load_dataset` on the directory (the library the Hub's users run).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import yaml
 from huggingface_hub import DatasetCard
 
 from datasheets import datasheet, dataset_card
-from stages import io
+from stages.core import files
 
 SECTIONS = ["Motivation", "Composition", "Collection process", "Preprocessing, cleaning, labeling", "Uses",
             "Distribution", "Maintenance"]
@@ -55,7 +55,9 @@ METRICS = {
     "filter": {"read": 17, "kept": 11, "dropped": {"language": 2, "url": 4}, "dropped_total": 6,
                "per_source": {"webmix": {"read": 10, "kept": 8, "dropped.url": 2},
                               "wiki": {"read": 3, "kept": 3},
-                              "hub": {"read": 4, "kept": 0, "dropped.language": 2, "dropped.url": 2}}},
+                              "hub": {"read": 4, "kept": 0, "dropped.language": 2, "dropped.url": 2}},
+               "rule_sets": {"web": {"rules": ["url", "language", "c4"], "read": 14, "kept": 8},
+                             "wiki": {"rules": [], "read": 3, "kept": 3}}},
     "dedup": {"read": 11, "kept": 9, "dropped": {"exact": 1, "near_duplicate": 1}, "dropped_total": 2},
     "mix": {"after_upsampling": {"by_source": {"webmix": {"docs": 12, "words": 90, "chars": 500}}}},
 }
@@ -71,7 +73,7 @@ def tree(tmp_path) -> Path:
     for (lang, source), rows in sorted(g.items()):
         d = out / "data" / lang / source
         d.mkdir(parents=True)
-        io.write_docs(d, rows, rows_per_shard=2)  # several shards per group
+        files.write_docs(d, rows, rows_per_shard=2)  # several shards per group
     datasheet.write_datasheets(out / "datasheets", g, SOURCES, METRICS, REMOVED, RELEASE)
     (out / "README.md").write_text(dataset_card.dataset_card(g, SOURCES, METRICS, RELEASE, REMOVED), encoding="utf-8")
     return out
@@ -101,6 +103,8 @@ def test_datasheet_numbers_are_the_measured_ones(tree):
     assert f"{100 * words(web) / total_words:.1f} % of its words" in text
     assert re.search(r"12 read, 10 accepted, 2 rejected as\s+malformed \(malformed_json 2\)", text)
     assert "10 read, 8 kept (80.0 %)" in text and "- url: 2 (20.0 % of read)" in text
+    assert "category (`filter.<rule>.categories`):\n  web: url, language, c4.\n" in text
+    assert "category (`filter.<rule>.categories`):\n  wiki: none.\n" in (tree / "datasheets/wiki.md").read_text()
     assert re.search(r"8 read, 1 removed \(exact 1\),\s+7 kept \(87.5 %\)", text)
     assert f"{len(web)} of 12 records read are released ({100 * len(web) / 12:.1f} %)" in text
     assert "**Languages:** en 4, fr 3." in text
@@ -146,8 +150,8 @@ def test_a_datasheet_reports_the_rejections_of_a_real_ingest_run(tmp_path, make_
                                         b'{"id": "c", "text": 5}\n')
     ctx = make_ctx("ingest", {"data.sources": [{"name": "s", "path": "in.jsonl", "lang": "en", "license": "MIT"}]})
     ingest.run(ctx)
-    metrics = {"ingest": io.read_json(tmp_path / "metrics/ingest.json")}
-    rows = list(io.read_docs(tmp_path / "data/raw"))
+    metrics = {"ingest": files.read_json(tmp_path / "metrics/ingest.json")}
+    rows = list(files.read_docs(tmp_path / "data/raw"))
     facts = datasheet.write_datasheets(tmp_path / "ds", {("en", "s"): rows}, [ctx.params.data.sources[0].model_dump()],
                                        metrics, [], RELEASE)
     assert facts["s"]["ingest"]["by_reason"] == {"empty_text": 1, "malformed_json": 1, "text_not_string": 1}
@@ -197,7 +201,7 @@ def test_datasets_loads_every_config_with_the_right_rows(tree):
     for name, rows in expect.items():
         ds = load_dataset(str(tree), name=name, split="train")
         assert sorted(ds["id"]) == sorted(r["id"] for r in rows), name
-        assert set(ds.column_names) == set(io.DOC_SCHEMA.names)
+        assert set(ds.column_names) == set(files.DOC_SCHEMA.names)
 
 
 def test_card_body_follows_lucies_sections_with_measured_numbers(tree):

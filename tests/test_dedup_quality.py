@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import dedup, io, params
+from stages import dedup
+from stages.core import files, params
 
 PROJECT = Path(__file__).resolve().parent.parent
 LANGS = ["en", "fr", "de"]
@@ -67,7 +68,7 @@ def truth(planted, signer):
 def write_filtered(root: Path, rows: list[dict]) -> None:
     d = root / "data/filtered"
     d.mkdir(parents=True)
-    io.write_manifest(d, io.write_docs(d, rows, rows_per_shard=25))
+    files.write_manifest(d, files.write_docs(d, rows, rows_per_shard=25))
 
 
 def read_removed(root: Path) -> list[dict]:
@@ -182,9 +183,9 @@ def test_shuffled_input_keeps_the_same_documents(planted, make_ctx, tmp_path):
         root = tmp_path / f"run{k}"
         write_filtered(root, order)
         dedup.run(make_ctx("dedup", root=root))
-        kept = {d["id"] for d in io.read_docs(root / "data/dedup")}
+        kept = {d["id"] for d in files.read_docs(root / "data/dedup")}
         removed = sorted(read_removed(root), key=lambda r: r["id"])
-        results.append((kept, removed, io.read_json(root / "metrics/dedup.json")))
+        results.append((kept, removed, files.read_json(root / "metrics/dedup.json")))
     assert results[0][1], "the planted corpus must produce removals"
     assert results[0] == results[1] == results[2]
 
@@ -195,7 +196,7 @@ def test_removed_records_say_why(planted, truth, make_ctx, tmp_path):
     write_filtered(tmp_path, docs)
     dedup.run(make_ctx("dedup"))
     index = {d["id"]: i for i, d in enumerate(docs)}
-    kept = {d["id"] for d in io.read_docs(tmp_path / "data/dedup")}
+    kept = {d["id"] for d in files.read_docs(tmp_path / "data/dedup")}
     removed = read_removed(tmp_path)
     sizes: dict[str, int] = {}
     for r in removed:
@@ -208,7 +209,7 @@ def test_removed_records_say_why(planted, truth, make_ctx, tmp_path):
         exact = dedup.jaccard(sets[index[r["id"]]], sets[index[r["cluster"]]])
         assert r["jaccard"] == round(exact, 4)
         assert abs(r["minhash_similarity"] - exact) < 0.15  # 112 minhashes: sd of the estimate <= 0.05
-    m = io.read_json(tmp_path / "metrics/dedup.json")
+    m = files.read_json(tmp_path / "metrics/dedup.json")
     assert m["read"] == len(docs) == m["kept"] + m["dropped_total"]
     assert m["dropped"] == {"near_duplicate": len(removed)} and m["kept"] == len(kept)
     assert sum(c["read"] for c in m["per_language"].values()) == m["read"]
@@ -232,18 +233,18 @@ def test_languages_are_deduplicated_separately(planted, make_ctx, tmp_path):
     ]
     write_filtered(tmp_path, rows)
     dedup.run(make_ctx("dedup"))
-    assert [d["id"] for d in io.read_docs(tmp_path / "data/dedup")] == ["a-en", "b-fr", "c-code"]
+    assert [d["id"] for d in files.read_docs(tmp_path / "data/dedup")] == ["a-en", "b-fr", "c-code"]
     got = {r["id"]: (r["kind"], r["cluster"], r["cluster_size"]) for r in read_removed(tmp_path)}
     assert got == {"d-fr-near": ("near", "b-fr", 2), "e-en-near": ("near", "a-en", 3),
                    "f-en-copy": ("exact", "a-en", 3)}
-    m = io.read_json(tmp_path / "metrics/dedup.json")
+    m = files.read_json(tmp_path / "metrics/dedup.json")
     assert m["per_language"]["en"] == {"read": 3, "kept": 1, "exact": 1, "near_duplicate": 1}
     assert m["per_language"]["code"] == {"read": 1, "kept": 1, "exact": 0, "near_duplicate": 0}
     assert m["near_duplicate_clusters"] == 2
 
 
 def test_duplicate_ids_are_a_clear_error(make_ctx, tmp_path):
-    from stages.runtime import StageError
+    from stages.core.runtime import StageError
 
     base = {k: "" for k in q.FIELDS} | {"meta": "{}", "lang": "en"}
     write_filtered(tmp_path, [{**base, "id": "x", "text": "one text here"}, {**base, "id": "x", "text": "another"}])

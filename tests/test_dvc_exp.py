@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from repo_copy import BIN, env, make_copy, run
-from stages.params import load
+from stages.core.params import load
 
 
 def _experiments(show: list[dict]) -> dict[str, dict]:

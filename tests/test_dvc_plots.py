@@ -34,8 +34,8 @@ def test_the_page_inlines_exactly_the_vendored_files():
 def test_plots_show_renders_offline_in_chromium(tmp_path):
     from PIL import Image
 
-    from stages.eval_report import curve_csv, phase_offsets
-    from stages.params import load
+    from stages.lib.eval_report import curve_csv, phase_offsets
+    from stages.core.params import load
 
     exe = chromium()
     root = make_copy(tmp_path / "repo")

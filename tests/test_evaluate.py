@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import eval_report, evaluate, io
-from stages.eval_tasks import check_task_file
-from stages.runtime import StageError
+from stages.lib import eval_report
+from stages import evaluate
+from stages.core import files
+from stages.lib.eval_tasks import check_task_file
+from stages.core.runtime import StageError
 from stages.tokenizer import save_hf, train
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -69,7 +71,7 @@ def eval_root(tmp_path_factory):
             shutil.copy(f, root / rel / f.name)
     valid = [{"id": f"v{i}", "text": t, "lang": "en", "source": "s", "category": "web"} for i, t in enumerate(texts[:4])]
     (root / "data/mixed/valid").mkdir(parents=True)
-    io.write_manifest(root / "data/mixed/valid", io.write_docs(root / "data/mixed/valid", valid, 100))
+    files.write_manifest(root / "data/mixed/valid", files.write_docs(root / "data/mixed/valid", valid, 100))
     shutil.copytree(PROJECT / "data/sample/eval", root / "data/sample/eval")
     return root
 
@@ -81,15 +83,15 @@ def small(make_ctx, root, **extra):
 def test_evaluation_is_reproducible_and_every_number_has_its_provenance(make_ctx, eval_root):
     ctx = small(make_ctx, eval_root)
     evaluate.run(ctx)
-    first = io.read_json(eval_root / "metrics/eval.json")
+    first = files.read_json(eval_root / "metrics/eval.json")
     samples = {f.name: f.read_bytes() for f in (eval_root / "artifacts/eval").iterdir()}
     evaluate.run(small(make_ctx, eval_root))
-    second = io.read_json(eval_root / "metrics/eval.json")
+    second = files.read_json(eval_root / "metrics/eval.json")
     diff = {k: (a, b) for k, a in flat(first).items() if (b := flat(second).get(k)) != a}
     assert not diff  # same numbers, same provenance
     assert {f.name: f.read_bytes() for f in (eval_root / "artifacts/eval").iterdir()} == samples
 
-    weights = io.sha256_file(eval_root / "artifacts/models/base/model.safetensors")
+    weights = files.sha256_file(eval_root / "artifacts/models/base/model.safetensors")
     for name in ("base", "instruct"):
         model = first["models"][name]
         assert set(model["tasks"]) == {"mcq_en", "mcq_fr", "gen_en", "gen_fr"}
@@ -117,7 +119,7 @@ def test_per_task_fewshot_and_unknown_checkpoint(make_ctx, eval_root):
     ctx = small(make_ctx, eval_root, **{"evaluate.tasks": [{**tasks[0], "num_fewshot": 2}],
                                         "evaluate.checkpoints": ["step0000002"]})
     evaluate.run(ctx)
-    out = io.read_json(eval_root / "metrics/eval.json")
+    out = files.read_json(eval_root / "metrics/eval.json")
     assert out["models"]["base"]["provenance"]["mcq_en"]["num_fewshot"] == 2
     with pytest.raises(StageError, match=r"no checkpoint 'step0000009'.*available: step0000002"):
         evaluate.run(small(make_ctx, eval_root, **{"evaluate.checkpoints": ["step0000009"]}))
@@ -142,7 +144,7 @@ def test_harness_task_offline_fails_naming_the_missing_hub(make_ctx, eval_root):
 
 
 def test_results_table_puts_published_lucie_scores_beside_ours(make_ctx):
-    from stages.params import EvalTask
+    from stages.core.params import EvalTask
 
     baselines = eval_report.load_baselines(PROJECT / "data/baselines/lucie-7b.yaml", [])
     tasks = [EvalTask(name="arc_challenge", kind="harness", lang="en", metric="acc_norm", baseline="arc_challenge")]
@@ -159,8 +161,8 @@ def test_results_table_puts_published_lucie_scores_beside_ours(make_ctx):
 
 
 def test_the_curve_has_one_global_step_axis_across_phases():
-    from stages.eval_report import curve_csv, phase_offsets
-    from stages.params import load
+    from stages.lib.eval_report import curve_csv, phase_offsets
+    from stages.core.params import load
 
     p = load(PROJECT / "params.yaml")
     offsets = phase_offsets(p)

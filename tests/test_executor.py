@@ -1,4 +1,4 @@
-"""Data-stage scale-out (stages/executor.py): ingest's, filter's and dedup's tasks on datatrove's executors.
+"""Data-stage scale-out (stages/core/executor.py): ingest's, filter's and dedup's tasks on datatrove's executors.
 
 The output must not depend on how many processes ran it: 1 vs 2 local workers give byte-identical
 data/filtered and metrics; for filter more tasks change only where Parquet shards end; ingest and dedup
@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from stages import dedup, executor, filter as filt, ingest, io
-from stages.runtime import StageError
+from stages import dedup
+from stages.core import executor
+from stages import filter as filt, ingest
+from stages.core import files
+from stages.core.runtime import StageError
 
 PROJECT = Path(__file__).resolve().parent.parent
 LID = PROJECT / "assets" / "lid" / "lid.176.ftz"
@@ -69,7 +72,7 @@ def test_row_ranges_cover_the_input_in_order(tmp_path):
             assert max(e - s for s, e in ranges) - min(e - s for s, e in ranges) <= 1
     rows = [{"id": f"d{i:03d}", "text": "x" * i, "lang": "en", "source": "s", "category": "web", "license": "MIT",
              "url": "", "date": "", "meta": "{}"} for i in range(23)]
-    io.write_manifest(tmp_path, io.write_docs(tmp_path, rows, rows_per_shard=5))  # 5 shards: 5,5,5,5,3
+    files.write_manifest(tmp_path, files.write_docs(tmp_path, rows, rows_per_shard=5))  # 5 shards: 5,5,5,5,3
     for world in (1, 2, 4, 23, 30):
         got = [d for r in range(world) for d in executor.read_rows(tmp_path, *executor.row_range(23, r, world))]
         assert got == rows, world
@@ -82,9 +85,9 @@ def test_one_and_two_local_workers_give_identical_bytes(make_ctx, tmp_path):
     two = run_filter(make_ctx, tmp_path / "two", one, tasks=2, workers=2)
     a, b = tree(one, "data/filtered", "metrics/filter.json"), tree(two, "data/filtered", "metrics/filter.json")
     assert a == b
-    m = io.read_json(one / "metrics/filter.json")
+    m = files.read_json(one / "metrics/filter.json")
     assert m["dropped_total"] > 0 and m["kept"] > 0  # a real split: both outcomes present
-    assert len(io.read_json(one / "data/filtered/manifest.json")["files"]) == 2  # one shard per task
+    assert len(files.read_json(one / "data/filtered/manifest.json")["files"]) == 2  # one shard per task
     # the tasks ran under datatrove: its per-rank completions and stats, and no staging left behind
     logs = two / "logs/datatrove/filter"
     assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00001"]
@@ -94,10 +97,10 @@ def test_one_and_two_local_workers_give_identical_bytes(make_ctx, tmp_path):
     # tasks: 1 (the default) -> same documents in the same order, same records and metrics; only the
     # shard boundaries differ (tasks is part of the output contract)
     single = run_filter(make_ctx, tmp_path / "single", one)
-    assert list(io.read_docs(single / "data/filtered")) == list(io.read_docs(one / "data/filtered"))
+    assert list(files.read_docs(single / "data/filtered")) == list(files.read_docs(one / "data/filtered"))
     for rel in ("data/filtered/dropped.jsonl", "metrics/filter.json"):
         assert (single / rel).read_bytes() == (one / rel).read_bytes(), rel
-    assert len(io.read_json(single / "data/filtered/manifest.json")["files"]) == 1
+    assert len(files.read_json(single / "data/filtered/manifest.json")["files"]) == 1
 
 
 def run_stage(make_ctx, module, root: Path, overrides: dict | None = None, **executor_keys) -> Path:
@@ -119,9 +122,9 @@ def test_ingest_gives_the_same_bytes_for_any_tasks_and_workers(make_ctx, tmp_pat
     capped = tree(run_stage(make_ctx, ingest, tmp_path / "cap1", cap), *outs)
     # 12 files in 6 tasks: task 0 has en.jsonl (44 lines) + en.malformed.jsonl, task 1 en.noise.jsonl + fr.jsonl
     assert tree(run_stage(make_ctx, ingest, tmp_path / "cap6", cap, tasks=6), *outs) == capped
-    m = io.read_json(tmp_path / "cap6/metrics/ingest.json")
+    m = files.read_json(tmp_path / "cap6/metrics/ingest.json")
     assert m["per_source"]["sample-en"]["read"] == 48
-    assert m["read"] < io.read_json(tmp_path / "one/metrics/ingest.json")["read"]
+    assert m["read"] < files.read_json(tmp_path / "one/metrics/ingest.json")["read"]
 
 
 def test_ingest_duplicate_ids_across_tasks_are_rejected_as_in_one_pass(make_ctx, tmp_path):
@@ -138,7 +141,7 @@ def test_ingest_duplicate_ids_across_tasks_are_rejected_as_in_one_pass(make_ctx,
     shutil.copytree(tmp_path / "in", split / "in")
     ingest.run(make_ctx("ingest", {**src, "executor.tasks": 3}, root=split))
     assert tree(split, *outs) == tree(single, *outs)
-    assert io.read_json(split / "metrics/ingest.json")["rejected"] == {"duplicate_id": 2}
+    assert files.read_json(split / "metrics/ingest.json")["rejected"] == {"duplicate_id": 2}
 
 
 @needs_lid
@@ -152,7 +155,7 @@ def test_dedup_gives_the_same_bytes_for_any_tasks_and_workers(make_ctx, tmp_path
         shutil.copytree(base / "data/raw", root / "data/filtered")  # the sample's planted duplicates survive
         runs[name] = tree(run_stage(make_ctx, dedup, root, **keys), *outs)
     assert runs["one"] == runs["three"] == runs["seven"]
-    m = io.read_json(tmp_path / "three/metrics/dedup.json")
+    m = files.read_json(tmp_path / "three/metrics/dedup.json")
     assert m["dropped"]["exact"] > 0 and m["dropped"]["near_duplicate"] > 0
     assert not (tmp_path / "three/data/.dedup.tasks").exists()
 
@@ -160,7 +163,7 @@ def test_dedup_gives_the_same_bytes_for_any_tasks_and_workers(make_ctx, tmp_path
 def test_a_failing_task_fails_the_stage_and_leaves_nothing(make_ctx, tmp_path):
     ctx = make_ctx("filter", sample_overrides({"filter.language.enabled": False}), root=tmp_path)
     ingest.run(ctx)
-    shard = tmp_path / "data/raw" / io.read_json(tmp_path / "data/raw/manifest.json")["files"][0]["path"]
+    shard = tmp_path / "data/raw" / files.read_json(tmp_path / "data/raw/manifest.json")["files"][0]["path"]
     shard.write_bytes(b"not parquet")
     with pytest.raises(Exception, match="(?i)parquet"):
         filt.run(ctx)
@@ -178,7 +181,7 @@ def test_a_failed_run_resumes_from_its_finished_tasks_and_gives_the_uninterrupte
     whole.mkdir()
     ctx_whole = make_ctx("filter", sample_overrides(keys), root=whole)
     ingest.run(ctx_whole)
-    assert [e["rows"] for e in io.read_json(whole / "data/raw/manifest.json")["files"]] == [101, 101, 101]
+    assert [e["rows"] for e in files.read_json(whole / "data/raw/manifest.json")["files"]] == [101, 101, 101]
     filt.run(ctx_whole)  # uninterrupted
 
     root = tmp_path / "resumed"
@@ -200,7 +203,7 @@ def test_a_failed_run_resumes_from_its_finished_tasks_and_gives_the_uninterrupte
     assert "[filter] resuming: 1 of 3 tasks already finished" in capfd.readouterr().err
     assert tree(root, *outs) == tree(whole, *outs)
     # task 0 was not run again: its part is the very file the failed run wrote (renamed into place)
-    part0 = io.read_json(root / "data/filtered/manifest.json")["files"][0]["path"]
+    part0 = files.read_json(root / "data/filtered/manifest.json")["files"][0]["path"]
     assert (root / "data/filtered" / part0).stat().st_ino == done["part-00000.parquet"]
     assert not staging.exists()
 
@@ -267,9 +270,9 @@ def test_sbatch_script_from_params(make_ctx, tmp_path):
     # the CLI prints the same script from the repo's params file
     (tmp_path / "params.yaml").write_text(__import__("yaml").safe_dump(ctx.params.model_dump(mode="json")))
     env = {**os.environ, "DVC_ROOT": str(tmp_path), "PYTHONPATH": str(PROJECT)}
-    out = subprocess.run([sys.executable, "-m", "stages.executor", "--sbatch", "filter"], cwd=PROJECT, env=env,
+    out = subprocess.run([sys.executable, "-m", "stages.core.executor", "--sbatch", "filter"], cwd=PROJECT, env=env,
                          capture_output=True, text=True, check=True).stdout
     assert out == script
-    bad = subprocess.run([sys.executable, "-m", "stages.executor", "--sbatch", "tokenize"], cwd=PROJECT, env=env,
+    bad = subprocess.run([sys.executable, "-m", "stages.core.executor", "--sbatch", "tokenize"], cwd=PROJECT, env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "does not run through the executor" in bad.stderr

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import dedup, filter as filt, io, params, runtime, tracking
+from stages import dedup, filter as filt
+from stages.core import files, params, runtime, tracking
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = PROJECT / "data" / "sample" / "text"
@@ -96,7 +97,7 @@ def corpus(tmp_path_factory):
     ]
     raw = root / "data/raw"
     raw.mkdir(parents=True)
-    io.write_manifest(raw, io.write_docs(raw, rows, rows_per_shard=5))
+    files.write_manifest(raw, files.write_docs(raw, rows, rows_per_shard=5))
     return root, {r["id"]: r for r in rows}
 
 
@@ -139,7 +140,7 @@ def test_each_noise_doc_is_dropped_by_its_rule(filtered):
 
 def test_clean_and_code_docs_are_kept_unchanged(filtered):
     root, rows = filtered
-    kept = list(io.read_docs(root / "data/filtered"))
+    kept = list(files.read_docs(root / "data/filtered"))
     assert [d["id"] for d in kept] == CLEAN  # input order preserved
     for d in kept:
         assert d == rows[d["id"]]  # the C4 block's line edits never leak into the output
@@ -151,8 +152,9 @@ def test_code_only_meets_the_url_rule(filtered):
     code = rows["code-a"]
     assert [name for name, _ in chain.rules_for(code)] == ["url"]
     assert filt.decide(chain, code) == ("keep", None, "")
-    # The same text declared as English meets the text rules, and they would drop it.
-    verdict, rule, _ = filt.decide(chain, {**code, "lang": "en"})
+    # Declared as English it still meets only the programming rule set; declared English web, the text rules drop it.
+    assert [name for name, _ in chain.rules_for({**code, "lang": "en"})] == ["url"]
+    verdict, rule, _ = filt.decide(chain, {**code, "lang": "en", "category": "web"})
     assert verdict == "drop" and rule in {"language", "gopher_repetition", "gopher_quality", "c4"}
     # And code on a blocklisted domain is dropped by the URL rule.
     assert filt.decide(chain, {**code, "url": rows["blocked"]["url"]})[:2] == ("drop", "url")
@@ -160,12 +162,12 @@ def test_code_only_meets_the_url_rule(filtered):
 
 def test_filter_ledger_invariant(filtered):
     root, rows = filtered
-    m = io.read_json(root / "metrics/filter.json")
+    m = files.read_json(root / "metrics/filter.json")
     assert m["read"] == len(rows)
     assert m["read"] == m["kept"] + m["dropped_total"] + m["rejected_total"]
     assert m["dropped"] == {rule: 1 for rule in sorted(NOISE.values())}
     assert m["rejected_total"] == 0
-    assert io.count_docs(root / "data/filtered") == m["kept"] == len(CLEAN)
+    assert files.count_docs(root / "data/filtered") == m["kept"] == len(CLEAN)
     assert len(read_jsonl(root / "data/filtered/dropped.jsonl")) == m["dropped_total"] + m["rejected_total"]
     per = m["per_source"]
     assert sum(c["read"] for c in per.values()) == m["read"]
@@ -194,10 +196,10 @@ def test_dedup_removes_exact_and_near_into_first_occurrence(deduped):
     removed = read_jsonl(root / "data/dedup/removed.jsonl")
     got = {r["id"]: (r["kind"], r["cluster"]) for r in removed}
     assert got == {"en-a-copy": ("exact", "en-a"), "fr-a-near": ("near", "fr-a"), "en-b-near": ("near", "en-b")}
-    kept = [d["id"] for d in io.read_docs(root / "data/dedup")]
+    kept = [d["id"] for d in files.read_docs(root / "data/dedup")]
     assert kept == ["en-a", "en-b", "fr-a", "fr-b", "code-a"]
 
-    m = io.read_json(root / "metrics/dedup.json")
+    m = files.read_json(root / "metrics/dedup.json")
     assert m["read"] == len(CLEAN)
     assert m["dropped"] == {"exact": 1, "near_duplicate": 2}
     assert m["read"] == m["kept"] + m["dropped_total"] + m["rejected_total"]
@@ -220,9 +222,9 @@ def test_cluster_of_a_copy_of_a_near_duplicate_is_the_kept_representative(make_c
     rows = [doc("a-orig", text, "en"), doc("b-near", near, "en"), doc("c-near-copy", near, "en")]
     d = tmp_path / "data/filtered"
     d.mkdir(parents=True)
-    io.write_manifest(d, io.write_docs(d, rows))
+    files.write_manifest(d, files.write_docs(d, rows))
     dedup.run(make_ctx("dedup"))
-    assert [x["id"] for x in io.read_docs(tmp_path / "data/dedup")] == ["a-orig"]
+    assert [x["id"] for x in files.read_docs(tmp_path / "data/dedup")] == ["a-orig"]
     removed = {r["id"]: r["cluster"] for r in read_jsonl(tmp_path / "data/dedup/removed.jsonl")}
     assert removed["b-near"] == "a-orig"
     assert removed["c-near-copy"] == "a-orig", removed  # the kept document, never another removed one

@@ -1,4 +1,4 @@
-"""The fast filter rules (stages/filter_rules.py) against datatrove itself: the same words, the same
+"""The fast filter rules (stages/lib/filter_rules.py) against datatrove itself: the same words, the same
 n-gram statistics, the same URL verdicts and the same first failing rule and reason on a slice of
 the real corpora (../shared/corpora) plus the sample noise files and hand-made edge cases; the
 stage's drop records carry value and threshold under both engines; the perplexity rule is off with
@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from stages import filter as filt
-from stages import filter_rules as fr
-from stages import io, params, runtime, tracking
+from stages.lib import filter_rules as fr
+from stages.core import files, params, runtime, tracking
 
 PROJECT = Path(__file__).resolve().parent.parent
 CORPORA = PROJECT.parent / "shared" / "corpora"
@@ -136,7 +136,7 @@ def test_ngram_statistics_match_datatrove_functions():
     for trial in range(400):
         rng = random.Random(trial)
         words = [rng.choice(alphabets[trial % 4]) for _ in range(rng.randint(1, 50))]
-        vocab = fr.Vocab()
+        vocab = fr.WordIds()
         grams = fr.NGrams(fr.Words(np.array([vocab.add(w) for w in words], np.int64), vocab,
                                    any(" " in w for w in words)), powers)
         for n in range(1, 11):
@@ -192,7 +192,7 @@ def test_decisions_match_datatrove_on_corpus_slice(chains, corpus_slice):
     """Every document: the same verdict, the same first failing rule and the same reason, 100 %."""
     checks, diffs = set(), []
     for d in corpus_slice:
-        doc = {"url": "", **d, "id": d.get("id", "x")}
+        doc = {"url": "", **d, "id": d.get("id", "x"), "category": "web"}  # web: the rule set with every rule
         fast, ref = decide_text(chains["fast"], doc), decide_text(chains["datatrove"], doc)
         if (fast.verdict, fast.rule, fast.check) != (ref.verdict, ref.rule, ref.check):
             diffs.append((doc["id"], fast, ref))
@@ -254,12 +254,12 @@ def planted(chains):
 def run_stage(root: Path, rows: list[dict], chain, overrides: dict | None = None) -> dict:
     raw = root / "data/raw"
     raw.mkdir(parents=True, exist_ok=True)
-    io.write_manifest(raw, io.write_docs(raw, rows))
+    files.write_manifest(raw, files.write_docs(raw, rows))
     ctx = runtime.StageContext("filter", root, filter_params(overrides), tracking.Tracker())
     filt.run(ctx, chain)
-    return {"metrics": io.read_json(root / "metrics/filter.json"),
+    return {"metrics": files.read_json(root / "metrics/filter.json"),
             "dropped": {r["id"]: r for r in map(json.loads, (root / "data/filtered/dropped.jsonl").read_text().splitlines())},
-            "kept": [d["id"] for d in io.read_docs(root / "data/filtered")]}
+            "kept": [d["id"] for d in files.read_docs(root / "data/filtered")]}
 
 
 EXPECTED = {"blocked": ("url", "domain"), "spam": ("gopher_repetition", "dup_para_frac"),
@@ -277,7 +277,8 @@ def test_drop_records_carry_value_and_threshold(fast_run, planted):
     assert {k: (r["rule"], r["check"]) for k, r in dropped.items()} == EXPECTED
     source = {r["id"]: r["source"] for r in planted}
     for id_, r in dropped.items():
-        assert set(r) == {"id", "source", "verdict", "rule", "check", "value", "threshold", "detail"}
+        assert set(r) == {"id", "source", "verdict", "rule", "check", "value", "threshold", "detail", "rule_set"}
+        assert r["rule_set"] == "web"  # the category whose rule set the document met
         assert r["verdict"] == "drop" and r["source"] == source[id_] and r["detail"]
         assert r["value"] is not None and r["threshold"] is not None, r
     assert dropped["short"]["value"] < dropped["short"]["threshold"] == 50

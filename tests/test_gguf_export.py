@@ -20,7 +20,8 @@ import pytest
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 
-from stages import gguf_export as ge  # noqa: E402
+from stages.lib import gguf_export as ge  # noqa: E402
+from stages.lib import gguf_chat, gguf_vocab  # noqa: E402
 
 LUCIE = Path(__file__).resolve().parents[2] / "shared" / "lucie"
 WORDS = ("le chat dort sur le tapis rouge pendant que la pluie tombe doucement the quick brown fox jumps over "
@@ -322,8 +323,8 @@ def test_metadata_equals_config_and_tokenizer(exported):
         assert "{% generation %}" not in tpl and "endgeneration" not in tpl  # transformers-only tags removed ...
         msgs = [{"role": "system", "content": "Sois bref."}, {"role": "user", "content": "Bonjour ?"},
                 {"role": "assistant", "content": "Salut."}, {"role": "user", "content": "Ça va ?"}]
-        vocab = ge.read_vocab(exported["dir"])
-        assert ge.render(tpl, msgs, vocab, add_generation_prompt=True) == \
+        vocab = gguf_vocab.read_vocab(exported["dir"])
+        assert gguf_chat.render(tpl, msgs, vocab, add_generation_prompt=True) == \
             tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)  # ... same output
 
 
@@ -529,5 +530,5 @@ def test_refuses_what_it_would_convert_wrongly(exported, tmp_path):
     with pytest.raises(ValueError, match="yarn"):
         ge.export(bad, tmp_path / "y")
     # a GPT-2 style byte-level tokenizer is recognised as such, and not exported with the wrong model
-    assert ge.tokenizer_kind({"model": {"type": "BPE"}, "pre_tokenizer": {"type": "ByteLevel"},
+    assert gguf_vocab.tokenizer_kind({"model": {"type": "BPE"}, "pre_tokenizer": {"type": "ByteLevel"},
                               "decoder": {"type": "ByteLevel"}}) == "gpt2"

@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages import ingest, io
-from stages.runtime import StageError
+from stages import ingest
+from stages.core import files
+from stages.core.runtime import StageError
 
 GOOD_TEXT = "A short but perfectly valid document about raised garden beds and tomatoes."
 
@@ -68,7 +69,7 @@ def run_ingest(make_ctx, overrides):
 
 def test_ingest_accounts_for_every_record(corpus, make_ctx):
     run_ingest(make_ctx, {"data.sources": sources(), "ingest.max_doc_bytes": 300, "ingest.rows_per_shard": 2})
-    m = io.read_json(corpus / "metrics/ingest.json")
+    m = files.read_json(corpus / "metrics/ingest.json")
 
     records = [(i, reason) for i, (line, reason) in enumerate(LINES, 1) if line.strip()]
     expected = {}
@@ -108,15 +109,15 @@ def test_ingest_accounts_for_every_record(corpus, make_ctx):
 def test_kept_docs_follow_the_schema(corpus, make_ctx):
     run_ingest(make_ctx, {"data.sources": sources(), "ingest.max_doc_bytes": 300, "ingest.rows_per_shard": 2})
     raw = corpus / "data/raw"
-    manifest = io.read_json(raw / io.MANIFEST)
+    manifest = files.read_json(raw / files.MANIFEST)
     assert manifest["rows"] == 5 and len(manifest["files"]) == 3  # rows_per_shard 2
     for entry in manifest["files"]:
-        assert io.sha256_file(raw / entry["path"]) == entry["sha256"]
+        assert files.sha256_file(raw / entry["path"]) == entry["sha256"]
 
-    docs = list(io.read_docs(raw))
+    docs = list(files.read_docs(raw))
     assert [d["id"] for d in docs] == ["g1", "g2", "local:in/a.jsonl:13", "g4", "n2"]  # input order
     for d in docs:
-        assert set(d) == set(io.DOC_SCHEMA.names)
+        assert set(d) == set(files.DOC_SCHEMA.names)
         assert all(isinstance(v, str) for v in d.values())
         assert d["text"].strip()
         assert isinstance(json.loads(d["meta"]), dict)
@@ -133,7 +134,7 @@ def test_kept_docs_follow_the_schema(corpus, make_ctx):
 
 def test_max_docs_per_source_caps_reading(corpus, make_ctx):
     run_ingest(make_ctx, {"data.sources": sources(), "ingest.max_docs_per_source": 3})
-    m = io.read_json(corpus / "metrics/ingest.json")
+    m = files.read_json(corpus / "metrics/ingest.json")
     assert m["per_source"]["local"]["read"] == 3
     assert m["per_source"]["nolang"]["read"] == 3
     assert m["read"] == m["kept"] + m["rejected_total"] == 6
@@ -172,10 +173,10 @@ def test_parquet_source(tmp_path, make_ctx):
     run_ingest(make_ctx, {"data.sources": [
         {"name": "pq", "format": "parquet", "path": "pq/*.parquet", "lang": "it", "category": "book", "license": "CC0-1.0"}]})
 
-    m = io.read_json(tmp_path / "metrics/ingest.json")
+    m = files.read_json(tmp_path / "metrics/ingest.json")
     assert (m["read"], m["kept"]) == (5, 3)
     assert m["rejected"] == {"empty_text": 1, "missing_text": 1}
-    docs = list(io.read_docs(tmp_path / "data/raw"))
+    docs = list(files.read_docs(tmp_path / "data/raw"))
     assert [d["id"] for d in docs] == ["1", "3", "9"]
     assert all((d["lang"], d["category"], d["source"]) == ("it", "book", "pq") for d in docs)
     assert docs[0]["date"] == "2019-01-02" and docs[1]["date"] == ""
@@ -216,14 +217,14 @@ def ingest_file(tmp_path, make_ctx, data: bytes | None, name="in.jsonl", **param
     ov = {"data.sources": [{"name": "s", "path": name, "lang": "en", "license": "CC0-1.0"}]}
     ov.update({f"ingest.{k}": v for k, v in params.items()})
     run_ingest(make_ctx, ov)
-    m = io.read_json(tmp_path / "metrics/ingest.json")
+    m = files.read_json(tmp_path / "metrics/ingest.json")
     rej = [json.loads(x) for x in (tmp_path / "data/raw/rejected.jsonl").read_text(encoding="utf-8").splitlines()]
     assert m["read"] == m["kept"] + m["rejected_total"] == m["per_source"]["s"]["read"]
     assert len(rej) == m["rejected_total"]
     for r in rej:  # every rejection says where and why
         assert set(r) == {"source", "file", "line", "reason", "detail"} and r["source"] == "s" and r["file"] == name
         assert r["detail"].startswith(r["reason"])
-    return m, rej, list(io.read_docs(tmp_path / "data/raw"))
+    return m, rej, list(files.read_docs(tmp_path / "data/raw"))
 
 
 GOOD = jsonl_line({"id": "ok", "text": GOOD_TEXT}) + b"\n"
@@ -307,7 +308,7 @@ def parquet_source(tmp_path, make_ctx, table, **params):
                             "license": "CC0-1.0"}]}
     ov.update({f"ingest.{k}": v for k, v in params.items()})
     run_ingest(make_ctx, ov)
-    m = io.read_json(tmp_path / "metrics/ingest.json")
+    m = files.read_json(tmp_path / "metrics/ingest.json")
     assert m["read"] == m["kept"] + m["rejected_total"]
     rej = [json.loads(x) for x in (tmp_path / "data/raw/rejected.jsonl").read_text().splitlines()]
     return m, rej
@@ -319,7 +320,7 @@ def test_a_parquet_file_without_a_text_column_rejects_every_row(tmp_path, make_c
     assert (m["read"], m["kept"], m["rejected"]) == (3, 0, {"missing_text": 3})
     assert [r["line"] for r in rej] == [1, 2, 3]
     assert "no 'text' column (columns: id, content)" in rej[0]["detail"]
-    assert io.count_docs(tmp_path / "data/raw") == 0
+    assert files.count_docs(tmp_path / "data/raw") == 0
 
 
 def test_a_parquet_text_column_of_the_wrong_type_or_size(tmp_path, make_ctx):
@@ -419,7 +420,7 @@ def test_a_killed_ingest_rerun_gives_the_uninterrupted_bytes(tmp_path):
     _repo_dir(ref, corpus)
     run(ref)
     expected = _outputs(ref)
-    assert io.read_json(ref / "metrics/ingest.json")["rejected"] == {"malformed_json": len(range(0, n, 997))}
+    assert files.read_json(ref / "metrics/ingest.json")["rejected"] == {"malformed_json": len(range(0, n, 997))}
 
     # Killed on a first run: nothing at data/raw, only a temp dir; the re-run removes it and matches.
     fresh = tmp_path / "killed"
@@ -450,7 +451,7 @@ def test_only_temp_outputs_of_dead_processes_on_this_host_are_removed(tmp_path):
     remote = tmp_path / f".raw.tmp-other-host-{dead.pid}"  # a shared filesystem: not ours to judge
     for d in (stale, live, remote):
         d.mkdir()
-    with io.atomic_dir(out) as tmp:
+    with files.atomic_dir(out) as tmp:
         (tmp / "x").write_text("x")
     assert not stale.exists() and live.exists() and remote.exists()
     assert sorted(p.name for p in out.iterdir()) == ["x"]

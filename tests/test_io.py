@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages import io
+from stages.core import files
 
 
 def rows(n):
@@ -13,10 +13,10 @@ def rows(n):
 
 def test_a_failed_block_leaves_the_previous_output_untouched(tmp_path):
     out = tmp_path / "data"
-    with io.atomic_dir(out) as tmp:
+    with files.atomic_dir(out) as tmp:
         (tmp / "ok.txt").write_text("first")
     with pytest.raises(RuntimeError):
-        with io.atomic_dir(out) as tmp:
+        with files.atomic_dir(out) as tmp:
             (tmp / "half.txt").write_text("half-written")
             raise RuntimeError("killed")
     assert sorted(p.name for p in out.iterdir()) == ["ok.txt"]
@@ -26,13 +26,13 @@ def test_a_failed_block_leaves_the_previous_output_untouched(tmp_path):
 def test_docs_roundtrip_in_manifest_order_and_same_bytes(tmp_path):
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
-        io.write_manifest(tmp_path / d, io.write_docs(tmp_path / d, rows(7), rows_per_shard=3))
-    assert [r["id"] for r in io.read_docs(tmp_path / "a")] == [f"d{i}" for i in range(7)]
-    assert io.count_docs(tmp_path / "a") == 7
+        files.write_manifest(tmp_path / d, files.write_docs(tmp_path / d, rows(7), rows_per_shard=3))
+    assert [r["id"] for r in files.read_docs(tmp_path / "a")] == [f"d{i}" for i in range(7)]
+    assert files.count_docs(tmp_path / "a") == 7
     assert (tmp_path / "a/manifest.json").read_bytes() == (tmp_path / "b/manifest.json").read_bytes()
-    assert len(io.read_json(tmp_path / "a/manifest.json")["files"]) == 3
+    assert len(files.read_json(tmp_path / "a/manifest.json")["files"]) == 3
 
 
 def test_an_empty_corpus_still_has_a_shard_and_manifest(tmp_path):
-    io.write_manifest(tmp_path, io.write_docs(tmp_path, []))
-    assert list(io.read_docs(tmp_path)) == []
+    files.write_manifest(tmp_path, files.write_docs(tmp_path, []))
+    assert list(files.read_docs(tmp_path)) == []

@@ -12,9 +12,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from stages import io, mix, tokenize, tokenizer
-from stages.params import Mix
-from stages.runtime import StageError
+from stages.core import files
+from stages import mix
+from stages.lib import mixing
+from stages.lib import split as train_valid
+from stages import tokenize
+from stages.lib import tokens as token_shards
+from stages import tokenizer
+from stages.core.params import Mix
+from stages.core.runtime import StageError
 
 PROJECT = Path(__file__).resolve().parent.parent
 SAMPLE = PROJECT / "data" / "sample" / "text"
@@ -29,12 +35,12 @@ def ids(stream):
     return [(d["id"], e) for d, e in stream]
 
 
-# ---------------------------------------------------------------- mix.schedule
+# ---------------------------------------------------------------- mixing.schedule
 @pytest.mark.parametrize("n", [3, 4, 5, 10])
 def test_fractional_epochs(n):
     docs = [doc(f"w{i:02d}", source="web", category="web") for i in range(n)]
     p = Mix(weights={"en--web": 2.5})
-    stream = mix.schedule(docs, p, seed=1, chronological=False)
+    stream = mixing.schedule(docs, p, seed=1, chronological=False)
     # Two full passes plus round(0.5 * n) documents of a third one (Python's round: half to even).
     assert len(stream) == 2 * n + round(0.5 * n)
     per_epoch = Counter(e for _, e in stream)
@@ -52,7 +58,7 @@ def test_weight_zero_and_defaults():
             + [doc(f"b{i}", source="books", category="book") for i in range(4)]
             + [doc(f"f{i}", source="fr", lang="fr", category="web") for i in range(4)])
     p = Mix(weights={"en--web": 0, "en--wiki": 1, "en--book": 0.5}, default_epochs=2, lang_weights={"fr": 1.5})
-    counts = Counter(d["source"] for d, _ in mix.schedule(docs, p, seed=7, chronological=True))
+    counts = Counter(d["source"] for d, _ in mixing.schedule(docs, p, seed=7, chronological=True))
     assert "web" not in counts  # weight 0: none at all
     assert counts["wiki"] == 4
     assert counts["books"] == 2  # half an epoch
@@ -61,9 +67,9 @@ def test_weight_zero_and_defaults():
 
 def test_mix_epochs_for():
     p = Mix(weights={"fr--web": 2}, default_epochs=0.5, lang_weights={"fr": 1.5, "other": 3})
-    assert mix.epochs_for(p, "fr", "web") == 3
-    assert mix.epochs_for(p, "fr", "book") == 0.75
-    assert mix.epochs_for(p, "de", "web") == 1.5
+    assert mixing.epochs_for(p, "fr", "web") == 3
+    assert mixing.epochs_for(p, "fr", "book") == 0.75
+    assert mixing.epochs_for(p, "de", "web") == 1.5
 
 
 def _corpus():
@@ -78,26 +84,26 @@ def _corpus():
 def test_stream_is_independent_of_input_order(chronological):
     docs = _corpus()
     p = Mix(weights={"en--web": 1.5, "fr--wiki": 3, "code--programming": 0.5})
-    ref = ids(mix.schedule(docs, p, seed=42, chronological=chronological))
+    ref = ids(mixing.schedule(docs, p, seed=42, chronological=chronological))
     for k in range(3):
         shuffled = docs[:]
         random.Random(k).shuffle(shuffled)
-        assert ids(mix.schedule(shuffled, p, seed=42, chronological=chronological)) == ref
+        assert ids(mixing.schedule(shuffled, p, seed=42, chronological=chronological)) == ref
     # ...but it does depend on the seed.
-    assert ids(mix.schedule(docs, p, seed=43, chronological=chronological)) != ref
+    assert ids(mixing.schedule(docs, p, seed=43, chronological=chronological)) != ref
 
 
 def test_chronological_order_inside_a_source():
     docs = _corpus()
     p = Mix(weights={"en--web": 1.5, "fr--wiki": 3, "code--programming": 0.5})
-    chrono = mix.schedule(docs, p, seed=42, chronological=True)
-    plain = mix.schedule(docs, p, seed=42, chronological=False)
+    chrono = mixing.schedule(docs, p, seed=42, chronological=True)
+    plain = mixing.schedule(docs, p, seed=42, chronological=False)
     assert Counter(ids(chrono)) == Counter(ids(plain))  # same multiset, only reordered
     # Each source keeps the slots it had in the blend...
     assert [d["source"] for d, _ in chrono] == [d["source"] for d, _ in plain]
     # ...and inside them runs epoch by epoch, older years first.
     for source in {d["source"] for d in docs}:
-        keys = [(e, mix.year(d)) for d, e in chrono if d["source"] == source]
+        keys = [(e, mixing.year(d)) for d, e in chrono if d["source"] == source]
         assert keys == sorted(keys), source
     # The blend interleaves sources (it is not source after source).
     srcs = [d["source"] for d, _ in chrono]
@@ -105,16 +111,16 @@ def test_chronological_order_inside_a_source():
 
 
 def test_year():
-    assert mix.year({"date": "2014-03-01"}) == 2014
-    assert mix.year({"date": ""}) == 0
-    assert mix.year({"date": "n/a"}) == 0
+    assert mixing.year({"date": "2014-03-01"}) == 2014
+    assert mixing.year({"date": ""}) == 0
+    assert mixing.year({"date": "n/a"}) == 0
 
 
 def test_mix_run_splits_are_disjoint(make_ctx, tmp_path):
     docs = _corpus()
     d = tmp_path / "data/dedup"
     d.mkdir(parents=True)
-    io.write_manifest(d, io.write_docs(d, docs))
+    files.write_manifest(d, files.write_docs(d, docs))
     ctx = make_ctx("mix", {"mix.valid_fraction": 0.25, "mix.weights": {"en--web": 2, "fr--wiki": 1}, "mix.default_epochs": 1,
                            "annealing.weights": {"fr--wiki": 1, "code--programming": 1}})
     with pytest.raises(StageError, match="run the tokenizer stage first"):
@@ -122,8 +128,8 @@ def test_mix_run_splits_are_disjoint(make_ctx, tmp_path):
     tokenizer.run(ctx)  # trained on the train split of data/dedup, before the mix
     mix.run(ctx)
 
-    train = list(io.read_docs(tmp_path / "data/mixed/train"))
-    valid = list(io.read_docs(tmp_path / "data/mixed/valid"))
+    train = list(files.read_docs(tmp_path / "data/mixed/train"))
+    valid = list(files.read_docs(tmp_path / "data/mixed/valid"))
     train_ids, valid_ids = {x["id"] for x in train}, {x["id"] for x in valid}
     assert valid_ids and train_ids
     assert not train_ids & valid_ids
@@ -131,11 +137,11 @@ def test_mix_run_splits_are_disjoint(make_ctx, tmp_path):
     assert len(valid) == len(valid_ids)  # valid is never upsampled
     assert [x["id"] for x in valid] == sorted(valid_ids)
     for x in valid:
-        assert mix.is_valid(ctx.params.seed, x["id"], 0.25)
+        assert train_valid.is_valid(ctx.params.seed, x["id"], 0.25)
     # The written train stream is schedule() of the train documents, with the epoch in meta.
-    expected = mix.schedule([x for x in docs if x["id"] in train_ids], ctx.params.mix, ctx.params.seed, True)
+    expected = mixing.schedule([x for x in docs if x["id"] in train_ids], ctx.params.mix, ctx.params.seed, True)
     assert [(x["id"], json.loads(x["meta"])["mix_epoch"]) for x in train] == ids(expected)
-    m = io.read_json(tmp_path / "metrics/mix.json")
+    m = files.read_json(tmp_path / "metrics/mix.json")
     assert m["train_docs"] + m["valid_docs"] == m["docs_in"] == len(docs)
     assert m["train_stream_docs"] == len(train)
     # tokens, as Lucie's tables count them: the text's tokens (no BOS/EOS) with the trained tokenizer
@@ -151,7 +157,7 @@ def test_mix_run_splits_are_disjoint(make_ctx, tmp_path):
     assert sum(m["token_share_after"].values()) == pytest.approx(1, abs=1e-3)
     # The later phases' streams hold train documents only (tests/test_phases.py checks their weights).
     for phase in ("extension", "annealing"):
-        rows = list(io.read_docs(tmp_path / "data/mixed" / phase))
+        rows = list(files.read_docs(tmp_path / "data/mixed" / phase))
         assert rows and {x["id"] for x in rows} <= train_ids and m[phase]["stream_docs"] == len(rows)
 
 
@@ -299,31 +305,31 @@ def test_tokenize_run_and_load_tokens(tok, make_ctx, tmp_path):
     for split, rows in (("train", docs), ("valid", docs[:1]), ("extension", docs[1:]), ("annealing", docs[:2])):
         d = tmp_path / "data/mixed" / split
         d.mkdir(parents=True)
-        io.write_manifest(d, io.write_docs(d, rows))
+        files.write_manifest(d, files.write_docs(d, rows))
     ctx = make_ctx("tokenize", {"tokenize.seq_len": 48})
     tokenize.run(ctx)
 
-    train = tokenize.load_tokens(tmp_path / "data/tokens/train")
-    m = io.read_json(tmp_path / "data/tokens/train/manifest.json")
+    train = token_shards.load_tokens(tmp_path / "data/tokens/train")
+    m = files.read_json(tmp_path / "data/tokens/train/manifest.json")
     assert train.shape == (m["samples"], 48) and m["samples"] > 0
-    assert m["tokenizer_sha256"] == io.sha256_file(tok_dir / "tokenizer.json")
+    assert m["tokenizer_sha256"] == files.sha256_file(tok_dir / "tokenizer.json")
     for f in m["files"]:
-        assert io.sha256_file(tmp_path / "data/tokens/train" / f["path"]) == f["sha256"]
-    valid = tokenize.load_tokens(tmp_path / "data/tokens/valid")
+        assert files.sha256_file(tmp_path / "data/tokens/train" / f["path"]) == f["sha256"]
+    valid = token_shards.load_tokens(tmp_path / "data/tokens/valid")
     assert valid.shape[1] == 48
-    metrics = io.read_json(tmp_path / "metrics/tokenize.json")
+    metrics = files.read_json(tmp_path / "metrics/tokenize.json")
     assert metrics["train"]["samples"] == m["samples"]
     assert metrics["train"]["tokens"] == metrics["train"]["samples"] * 48 + metrics["train"]["tail_tokens_dropped"]
     # The later phases: their own stream, at their own sample length; valid = the held-out documents again.
-    ext = io.read_json(tmp_path / "data/tokens/extension/train/manifest.json")
+    ext = files.read_json(tmp_path / "data/tokens/extension/train/manifest.json")
     assert ext["seq_len"] == ctx.params.extension.seq_len and ext["docs"] == len(docs) - 1
-    assert tokenize.load_tokens(tmp_path / "data/tokens/annealing/valid").shape[1] == ctx.params.annealing.seq_len
+    assert token_shards.load_tokens(tmp_path / "data/tokens/annealing/valid").shape[1] == ctx.params.annealing.seq_len
     assert metrics["annealing/train"]["docs"] == 2 and metrics["extension/valid"]["docs"] == 1
 
 
 def test_source_weights_multiply_the_epochs_of_one_source():
-    from stages.mix import schedule
-    from stages.params import Mix
+    from stages.lib.mixing import schedule
+    from stages.core.params import Mix
 
     docs = [{"id": f"{s}-{i}", "text": "t", "lang": "en", "category": "web", "source": s, "date": "2020-01-01",
              "meta": "{}"} for s in ("a", "b") for i in range(10)]
@@ -335,14 +341,15 @@ def test_source_weights_multiply_the_epochs_of_one_source():
 def test_a_weight_key_that_matches_no_group_is_an_error(make_ctx, tmp_path):
     import pytest
 
-    from stages import io, mix
-    from stages.runtime import StageError
+    from stages.core import files
+    from stages import mix
+    from stages.core.runtime import StageError
 
     ctx = make_ctx("mix", {"mix.weights": {"en--wbe": 2}})
     d = tmp_path / "data/dedup"
     d.mkdir(parents=True)
     rows = [{"id": "x", "text": "t", "lang": "en", "source": "s", "category": "web", "license": "CC0-1.0",
              "url": "", "date": "", "meta": "{}"}]
-    io.write_manifest(d, io.write_docs(d, rows))
+    files.write_manifest(d, files.write_docs(d, rows))
     with pytest.raises(StageError, match="en--wbe"):
         mix.run(ctx)

@@ -5,7 +5,7 @@ import json
 
 from model_card import nextcloud, render
 from model_card.evidence import collect_release
-from stages.io import sha256_file
+from stages.core.files import sha256_file
 
 
 def release_tree(tmp_path, data_license="cc0-1.0", weights=True, code_license="Apache-2.0", dirty=False):

@@ -1,5 +1,5 @@
 """params.yaml schema: the shipped files validate; typos, wrong types and impossible
-combinations raise ParamsError naming the dotted key (stages/params.py docstring)."""
+combinations raise ParamsError naming the dotted key (stages/core/params.py docstring)."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params as P
+from stages.core import params as P
 
 PROJECT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(glob.glob(str(PROJECT / "recipes" / "*.yaml")))

@@ -4,7 +4,7 @@ DVC applies `-S` with Hydra's override parser and rewrites params.yaml through i
 modifier (`dvc.utils.serialize.modify_yaml`, ruamel): quotes are dropped and flow mappings stay flow, so a
 `time: "04:00:00"` inside `{...}` came back as unreadable YAML, and `20:00:00` as 72000 for PyYAML. Each
 param is set to its own value through DVC's code; the rewritten file must read back, in DVC (ruamel) and in
-stages.params (the schema), as the same parameters.
+stages.core.params (the schema), as the same parameters.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.params import load
+from stages.core.params import load
 
 PROJECT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(p.stem for p in (PROJECT / "recipes").glob("*.yaml"))

@@ -16,10 +16,15 @@ import pytest
 import torch
 
 from pretrain_data import make_repo, sample_docs, write_tokens
-from stages import mix, phase_mix, revisions, tokenizer, tracking
+from stages import mix
+from stages.lib import mixing, phases
+from stages import tokenizer
+from stages.core import tracking
 from stages import pretrain as pt
-from stages.params import Annealing, Extension, Mix, load
-from stages.runtime import StageContext, StageError
+from stages.lib.training import schedule
+from stages.lib.training import steplog
+from stages.core.params import Annealing, Extension, Mix, load
+from stages.core.runtime import StageContext, StageError
 
 PHASE = {"steps": 4, "seq_len": 64, "micro_batch_size": 4, "global_batch_size": 4, "export_every": 2,
          "checkpoint_every": 1}
@@ -32,7 +37,7 @@ def doc(id_, lang="en", category="web", source="s", date="2020-01-01", n_words=1
 
 # The phase mixes weigh documents by a size the stage gives in tokens; these tests count words (the weighting
 # logic does not depend on the unit, and word counts keep the expected numbers readable).
-SIZE = mix.words
+SIZE = mixing.words
 
 
 def ext(**kw) -> Extension:
@@ -45,7 +50,7 @@ def counts(stream) -> Counter:
 
 def weight(stream, pred=lambda d: True) -> int:
     """words x occurrences: what a stream gives to the documents `pred` selects."""
-    return sum(mix.words(d) for d, _ in stream if pred(d))
+    return sum(mixing.words(d) for d, _ in stream if pred(d))
 
 
 # ---------------------------------------------------------------- extension mix
@@ -55,9 +60,9 @@ def test_recent_web_keeps_each_languages_newest_year_with_its_whole_web_weight()
             + [doc(f"fr{y}-{i}", lang="fr", date=f"{y}-01-01") for y in (2019, 2023) for i in range(3)]
             + [doc(f"wiki{i}", category="wiki", date="2010-01-01") for i in range(3)])
     p = Mix(weights={"en--web": 1, "fr--web": 1, "en--wiki": 2})
-    main = mix.schedule(docs, p, 1, True)
-    stream = mix.blend(phase_mix.extension_groups(docs, p, ext(), SIZE), 1, True, phase="extension")
-    web = {(d["lang"], mix.year(d)) for d, _ in stream if d["category"] == "web"}
+    main = mixing.schedule(docs, p, 1, True)
+    stream = mixing.blend(mixing.extension_groups(docs, p, ext(), SIZE), 1, True, phase="extension")
+    web = {(d["lang"], mixing.year(d)) for d, _ in stream if d["category"] == "web"}
     assert web == {("en", 2022), ("fr", 2023)}
     c = counts(stream)
     assert all(c[f"en2022-{i}"] == 5 for i in range(2))  # 10 en web docs' weight on 2 recent ones
@@ -66,8 +71,8 @@ def test_recent_web_keeps_each_languages_newest_year_with_its_whole_web_weight()
         sel = lambda d: d["lang"] == lang and d["category"] == "web"  # noqa: E731
         assert weight(stream, sel) == weight(main, sel)
     assert all(c[f"wiki{i}"] == 2 for i in range(3))  # other categories: every year, main-phase epochs
-    off = mix.blend(phase_mix.extension_groups(docs, p, ext(recent_web=False), SIZE), 1, True, phase="extension")
-    assert {mix.year(d) for d, _ in off if d["lang"] == "en" and d["category"] == "web"} == {2020, 2021, 2022}
+    off = mixing.blend(mixing.extension_groups(docs, p, ext(recent_web=False), SIZE), 1, True, phase="extension")
+    assert {mixing.year(d) for d, _ in off if d["lang"] == "en" and d["category"] == "web"} == {2020, 2021, 2022}
 
 
 def test_long_documents_weigh_ten_times_the_short_ones_inside_a_source_group():
@@ -75,7 +80,7 @@ def test_long_documents_weigh_ten_times_the_short_ones_inside_a_source_group():
     # Extension: short / (short + 10 long) = 900 / 3,900 of the group -> each short doc once, the long one 10 times.
     docs = [doc(f"s{i}", category="wiki") for i in range(9)] + [doc("long", category="wiki", n_words=300)]
     p = Mix(weights={"en--wiki": 3.25})
-    stream = mix.blend(phase_mix.extension_groups(docs, p, ext(long_doc_min_tokens=200), SIZE), 7, True, phase="extension")
+    stream = mixing.blend(mixing.extension_groups(docs, p, ext(long_doc_min_tokens=200), SIZE), 7, True, phase="extension")
     c = counts(stream)
     assert c["long"] == 10 and all(c[f"s{i}"] == 1 for i in range(9))
     assert weight(stream) == 3.25 * (900 + 300)  # the group keeps its main-phase words x epochs
@@ -84,7 +89,7 @@ def test_long_documents_weigh_ten_times_the_short_ones_inside_a_source_group():
     assert long_words / short_words == pytest.approx(10)  # per word of each class, measured on the stream
     # Weighting is per source group: another source's documents do not change this group's weights.
     more = docs + [doc(f"o{i}", category="wiki", source="other", n_words=500) for i in range(3)]
-    again = counts(mix.blend(phase_mix.extension_groups(more, p, ext(long_doc_min_tokens=200), SIZE), 7, True, "extension"))
+    again = counts(mixing.blend(mixing.extension_groups(more, p, ext(long_doc_min_tokens=200), SIZE), 7, True, "extension"))
     assert again["long"] == 10 and again["s0"] == 1
     assert sum(again[f"o{i}"] for i in range(3)) == 3 * 3 + round(0.25 * 3)  # all long: its 3.25 epochs, unchanged
 
@@ -92,13 +97,13 @@ def test_long_documents_weigh_ten_times_the_short_ones_inside_a_source_group():
 def test_phase_streams_have_their_own_order_and_depend_only_on_the_documents():
     docs = [doc(f"d{i:02d}", category="wiki", date=f"{2010 + i % 5}-01-01") for i in range(20)]
     p = Mix(weights={"en--wiki": 2})
-    groups = phase_mix.extension_groups(docs, p, ext(long_doc_min_tokens=1000), SIZE)
-    a = [(d["id"], e) for d, e in mix.blend(groups, 3, False, phase="extension")]
+    groups = mixing.extension_groups(docs, p, ext(long_doc_min_tokens=1000), SIZE)
+    a = [(d["id"], e) for d, e in mixing.blend(groups, 3, False, phase="extension")]
     shuffled = docs[:]
     random.Random(0).shuffle(shuffled)
-    b = [(d["id"], e) for d, e in mix.blend(phase_mix.extension_groups(shuffled, p, ext(long_doc_min_tokens=1000), SIZE),
+    b = [(d["id"], e) for d, e in mixing.blend(mixing.extension_groups(shuffled, p, ext(long_doc_min_tokens=1000), SIZE),
                                             3, False, phase="extension")]
-    main = [(d["id"], e) for d, e in mix.schedule(docs, p, 3, False)]
+    main = [(d["id"], e) for d, e in mixing.schedule(docs, p, 3, False)]
     assert a == b and sorted(a) == sorted(main) and a != main
 
 
@@ -110,7 +115,7 @@ def test_annealing_shares_are_the_params_and_no_document_repeats():
             + [doc(f"x{i}", category="web", n_words=100) for i in range(50)])  # not in the weights: left out
     ann = Annealing(steps=1, seq_len=64, lr=1e-4, micro_batch_size=1,
                     weights={"code--programming": 3, "en--wiki": 1, "fr--book": 1})  # shares: 0.6, 0.2, 0.2
-    stream = mix.blend(phase_mix.annealing_groups(docs, ann, SIZE), 1, True, phase="annealing")
+    stream = mixing.blend(mixing.annealing_groups(docs, ann, SIZE), 1, True, phase="annealing")
     c = counts(stream)
     assert max(c.values()) == 1 and not any(k.startswith("x") for k in c)
     assert all(c[f"w{i}"] == 1 for i in range(10))  # the scarcest group (words / share) is used exactly once
@@ -118,18 +123,18 @@ def test_annealing_shares_are_the_params_and_no_document_repeats():
     shares = {k: weight(stream, lambda d, k=k: d["id"][0] == k) / total for k in "cwb"}
     assert shares == pytest.approx({"c": 0.6, "w": 0.2, "b": 0.2}, abs=0.01)
     with pytest.raises(StageError, match="en--math"):
-        phase_mix.annealing_groups(docs, ann.model_copy(update={"weights": {"en--math": 1, "en--wiki": 1}}), SIZE)
+        mixing.annealing_groups(docs, ann.model_copy(update={"weights": {"en--math": 1, "en--wiki": 1}}), SIZE)
 
 
 def test_mix_stage_writes_the_phase_streams_and_their_metrics(make_ctx, tmp_path):
-    from stages import io
+    from stages.core import files
 
     rows = ([doc(f"en-web-{y}-{i}", date=f"{y}-01-01", n_words=120 + 50 * i) for y in (2022, 2023) for i in range(4)]
             + [doc(f"en-wiki-{i}", category="wiki", n_words=300) for i in range(6)]
             + [doc(f"fr-wiki-{i}", lang="fr", category="wiki", n_words=100) for i in range(6)])
     d = tmp_path / "data/dedup"
     d.mkdir(parents=True)
-    io.write_manifest(d, io.write_docs(d, rows))
+    files.write_manifest(d, files.write_docs(d, rows))
     keys = {"mix.weights": {"en--web": 1, "en--wiki": 1, "fr--wiki": 1}, "mix.valid_fraction": 0.0,
             "annealing.weights": {"en--wiki": 1, "fr--wiki": 1}}
     tokenizer.run(make_ctx("tokenizer", keys))
@@ -141,15 +146,15 @@ def test_mix_stage_writes_the_phase_streams_and_their_metrics(make_ctx, tmp_path
     assert n[0] < n[-1]
     ctx = make_ctx("mix", {**keys, "extension.long_doc_min_tokens": n[-1]})
     mix.run(ctx)
-    out = {s: list(io.read_docs(tmp_path / "data/mixed" / s)) for s in ("train", "extension", "annealing")}
-    assert {mix.year(r) for r in out["extension"] if r["category"] == "web"} == {2023}
-    m = io.read_json(tmp_path / "metrics/mix.json")
+    out = {s: list(files.read_docs(tmp_path / "data/mixed" / s)) for s in ("train", "extension", "annealing")}
+    assert {mixing.year(r) for r in out["extension"] if r["category"] == "web"} == {2023}
+    m = files.read_json(tmp_path / "metrics/mix.json")
     assert m["extension"]["stream_docs"] == len(out["extension"]) and m["annealing"]["stream_docs"] == len(out["annealing"])
     assert m["annealing"]["token_share"] == pytest.approx({"en": 0.5, "fr": 0.5}, abs=0.05)
     assert 0 < m["extension"]["long_doc_token_share"] < 1 and set(m["extension"]["by_source"]) == {"s"}
     mix.run(make_ctx("mix", {"mix.weights": {"en--web": 1, "en--wiki": 1, "fr--wiki": 1}, "mix.valid_fraction": 0.0,
                              "annealing.weights": {"en--wiki": 1, "fr--wiki": 1}, "extension.enabled": False}))
-    assert list(io.read_docs(tmp_path / "data/mixed/extension")) == []  # disabled: an empty stream, same layout
+    assert list(files.read_docs(tmp_path / "data/mixed/extension")) == []  # disabled: an empty stream, same layout
 
 
 # ---------------------------------------------------------------- LR shapes
@@ -157,7 +162,7 @@ def test_lr_schedules_constant_and_linear_to_zero():
     p = load(Path(__file__).resolve().parent.parent / "params.yaml")
     e, a = p.extension.training(p.pretrain), p.annealing.training(p.pretrain)
     assert e.warmup_steps == a.warmup_steps == 0 and e.batch_rampup is None
-    fe, fa = pt.lr_lambda(e), pt.lr_lambda(a)
+    fe, fa = schedule.lr_lambda(e), schedule.lr_lambda(a)
     assert [fe(s) for s in range(e.steps + 1)] == [1.0] * (e.steps + 1)
     assert [fa(s) for s in range(a.steps + 1)] == pytest.approx([1 - s / a.steps for s in range(a.steps + 1)])
     assert fa(a.steps) == 0.0
@@ -242,17 +247,17 @@ def test_lr_logged_constant_in_extension_and_linear_to_zero_in_annealing(trained
 
 def test_revisions_of_every_phase_in_training_order(trained):
     root = trained["root"]
-    found = revisions.list_revisions(root)
+    found = phases.list_revisions(root)
     assert list(found) == ["step0000004", "step0000008", "extension_step0000002", "extension_step0000004",
                            "annealing_step0000002", "annealing_step0000004"]
     for rev, path in found.items():
         state = json.loads((path / "training_state.json").read_text())
-        assert (state["phase"], state["step"]) == revisions.parse(rev) and path.parent.parent.name == state["phase"]
+        assert (state["phase"], state["step"]) == phases.parse_revision(rev) and path.parent.parent.name == state["phase"]
     assert json.loads((root / "metrics/annealing.json").read_text())["revisions"] == list(found)[-2:]
 
 
 def test_inspect_batch_per_phase(trained):
-    from stages.batches import documents_of_step, tokens_dir
+    from stages.lib.batches import documents_of_step, tokens_dir
 
     root = trained["root"]
     p = load(root / "params.yaml")
@@ -279,5 +284,5 @@ def test_a_disabled_phase_passes_the_weights_through(trained, tmp_path):
     assert sorted(f.name for f in ext.iterdir()) == sorted(f.name for f in main.iterdir())
     assert (ext / "model.safetensors").read_bytes() == (main / "model.safetensors").read_bytes()
     assert json.loads((root / "metrics/extension.json").read_text())["enabled"] is False
-    assert not [r for r in revisions.list_revisions(root) if r.startswith("extension_")]
-    assert (root / "plots/extension_loss.csv").read_text() == ",".join(pt.LOG_COLUMNS) + "\n"
+    assert not [r for r in phases.list_revisions(root) if r.startswith("extension_")]
+    assert (root / "plots/extension_loss.csv").read_text() == ",".join(steplog.LOG_COLUMNS) + "\n"

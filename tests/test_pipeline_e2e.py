@@ -155,7 +155,7 @@ def test_every_stage_is_an_mlflow_run_of_one_pipeline(repo):
     client = MlflowClient(f"sqlite:///{repo['root']}/mlflow.db")
     exp = client.get_experiment_by_name("lucie-repro")
     runs = client.search_runs([exp.experiment_id], max_results=100)
-    (parent,) = [r for r in runs if r.data.tags.get("lucie.role") == "pipeline"]  # stages/run_tree.py
+    (parent,) = [r for r in runs if r.data.tags.get("lucie.role") == "pipeline"]  # stages/core/run_tree.py
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs if r is not parent}
     assert set(by_stage) == set(STAGES)
     assert {r.data.tags["mlflow.parentRunId"] for r in by_stage.values()} == {parent.info.run_id}

@@ -15,7 +15,7 @@ import pytest
 
 from pretrain_data import child_env, free_port, make_repo, write_params
 from stages import launch
-from stages.params import load
+from stages.core.params import load
 
 pytestmark = pytest.mark.slow
 # 1 process: 2 then 4 micro-batches of 2 per step; 2 processes: 1 then 2 each. Steps 1-4 have 4 samples, 5-8 have 8.

@@ -10,7 +10,7 @@ import yaml
 
 from repo_copy import PROJECT
 from stages import launch
-from stages.params import load, parse
+from stages.core.params import load, parse
 
 
 def params(**launch_over):

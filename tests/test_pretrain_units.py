@@ -2,7 +2,6 @@
 config diffs, params checks, inspect-batch under a ramp-up, and the recipes' model sizes."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +9,14 @@ import yaml
 
 from pretrain_data import make_repo
 from repo_copy import PROJECT
-from stages import pretrain as pt
-from stages.params import Params, ParamsError, Pretrain, load, parse
-from stages.runtime import StageError
+from stages.core import files
+from stages.lib.training import model as training_model
+from stages.lib import phases
+from stages.lib.training import resume
+from stages.lib.training import schedule
+from stages.lib.training import trainer
+from stages.core.params import Params, ParamsError, Pretrain, load, parse
+from stages.core.runtime import StageError
 
 LUCIE_RAMP = {"start": 256, "increment": 64, "samples": 10_000_000}
 
@@ -32,12 +36,12 @@ def test_param_count_formula_matches_the_instantiated_tiny_model():
 
     p = recipe("tiny")
     for tied in (False, True):
-        cfg = pt.llama_config(p.model.model_copy(update={"tie_word_embeddings": tied}), 2048)
+        cfg = training_model.llama_config(p.model.model_copy(update={"tie_word_embeddings": tied}), 2048)
         model = LlamaForCausalLM(cfg)
-        assert pt.param_count(cfg) == sum(t.numel() for t in model.parameters())
+        assert training_model.param_count(cfg) == sum(t.numel() for t in model.parameters())
         embedding = model.get_input_embeddings().weight.numel()
         expected = sum(t.numel() for t in model.parameters()) - (0 if tied else embedding)
-        assert pt.matmul_params(cfg) == expected
+        assert training_model.matmul_params(cfg) == expected
 
 
 @pytest.mark.parametrize("name, published", [("lucie-7b", 6_706_958_336), ("lucie-1b", 1_038_157_824)])
@@ -45,18 +49,18 @@ def test_param_count_of_the_recipes_matches_the_model_on_the_meta_device(name, p
     import torch
     from transformers import LlamaForCausalLM
 
-    cfg = pt.llama_config(recipe(name).model, 65024)
+    cfg = training_model.llama_config(recipe(name).model, 65024)
     with torch.device("meta"):  # shapes only: a 7B model without 27 GB of memory
         model = LlamaForCausalLM(cfg)
-    assert sum(t.numel() for t in model.parameters()) == pt.param_count(cfg) == published
+    assert sum(t.numel() for t in model.parameters()) == training_model.param_count(cfg) == published
 
 
 def test_flops_per_token_is_6n_plus_the_attention_term():
-    cfg = pt.llama_config(recipe("lucie-7b").model, 65024)
+    cfg = training_model.llama_config(recipe("lucie-7b").model, 65024)
     n = 6_706_958_336 - 65024 * 4096  # everything but the input embedding lookup
-    assert pt.flops_per_token(cfg, 4096) == 6 * n + 12 * 32 * 32 * 128 * 4096
+    assert training_model.flops_per_token(cfg, 4096) == 6 * n + 12 * 32 * 32 * 128 * 4096
     # The attention term grows with the sequence; at 32k (context extension) it is ~17 % of the total.
-    assert pt.flops_per_token(cfg, 32000) - pt.flops_per_token(cfg, 4096) == 12 * 32 * 4096 * (32000 - 4096)
+    assert training_model.flops_per_token(cfg, 32000) - training_model.flops_per_token(cfg, 4096) == 12 * 32 * 4096 * (32000 - 4096)
 
 
 def test_lucie_1b_keeps_the_7b_family_ratios_and_only_differs_where_it_says():
@@ -79,20 +83,20 @@ def test_rampup_follows_megatron_and_reproduces_lucies_step_count():
     per_increment = 10_000_000 / 12  # 12 increments of 64 from 256 to 1,024
     for consumed in (0, 833_333, 833_334, 5_000_000, 9_999_999, 10_000_000, 10**9):
         megatron = 1024 if consumed > 10_000_000 else 256 + int(consumed / per_increment) * 64
-        assert pt.global_batch(p, consumed) == megatron, consumed
+        assert schedule.global_batch(p, consumed) == megatron, consumed
     # Lucie trained 762,144,586 samples in 753,851 steps: the last full step of this schedule.
-    assert pt.batch_plan(p, 753_851)[0] <= 762_144_586 < pt.batch_plan(p, 753_852)[0]
+    assert schedule.batch_plan(p, 753_851)[0] <= 762_144_586 < schedule.batch_plan(p, 753_852)[0]
 
 
 def test_batch_plan_is_the_running_sum_of_batch_sizes():
     p = hp(global_batch_size=16, batch_rampup={"start": 4, "increment": 2, "samples": 100})
     offset = 0
     for step in range(60):
-        assert pt.batch_plan(p, step) == (offset, pt.global_batch(p, offset)), step
-        offset += pt.global_batch(p, offset)
-    sizes = [pt.batch_plan(p, k)[1] for k in range(60)]
+        assert schedule.batch_plan(p, step) == (offset, schedule.global_batch(p, offset)), step
+        offset += schedule.global_batch(p, offset)
+    sizes = [schedule.batch_plan(p, k)[1] for k in range(60)]
     assert sizes[0] == 4 and sizes[-1] == 16 and sizes == sorted(sizes)
-    assert pt.batch_plan(hp(), 7) == (7 * 16, 16)  # no ramp-up: step k starts at k x G
+    assert schedule.batch_plan(hp(), 7) == (7 * 16, 16)  # no ramp-up: step k starts at k x G
 
 
 def test_rampup_params_are_checked_and_name_the_key():
@@ -103,9 +107,9 @@ def test_rampup_params_are_checked_and_name_the_key():
     with pytest.raises(ValueError, match="batch_rampup\n.*must be < global_batch_size"):
         hp(batch_rampup={"start": 16, "increment": 2, "samples": 100})
     # Every batch of the schedule must split over the processes; 3 ranks cannot split 16 samples.
-    pt.check_batches(hp(batch_rampup={"start": 4, "increment": 4, "samples": 100}), 2)
+    schedule.check_batches(hp(batch_rampup={"start": 4, "increment": 4, "samples": 100}), 2)
     with pytest.raises(StageError, match=r"global batch sizes \[4, 12\] .* 2 x 4"):
-        pt.check_batches(hp(batch_rampup={"start": 4, "increment": 4, "samples": 100}), 4)
+        schedule.check_batches(hp(batch_rampup={"start": 4, "increment": 4, "samples": 100}), 4)
 
 
 def test_launch_params_check_the_parallelism_mesh():
@@ -128,39 +132,39 @@ def test_parallelism_maps_to_accelerate_objects_and_is_refused_on_cpu():
     from accelerate.parallelism_config import ParallelismConfig
 
     p7 = recipe("lucie-7b").pretrain
-    kw = pt.parallelism_kwargs(p7.launch.parallelism)
+    kw = trainer.parallelism_kwargs(p7.launch.parallelism)
     pc = kw["parallelism_config"]
     assert isinstance(pc, ParallelismConfig) and (pc.dp_replicate_size, pc.dp_shard_size, pc.tp_size) == (128, 4, 1)
     assert isinstance(kw["fsdp_plugin"], FullyShardedDataParallelPlugin) and kw["fsdp_plugin"].fsdp_version == 2
     with pytest.raises(StageError, match="no CUDA device"):  # lucie-7b asks for nccl
-        pt.make_accelerator(p7)
+        trainer.make_accelerator(p7)
     cpu = p7.model_copy(update={"launch": p7.launch.model_copy(update={"backend": "auto"})})
     with pytest.raises(StageError, match="FSDP2/TP.* needs GPUs"):
-        pt.make_accelerator(cpu)
+        trainer.make_accelerator(cpu)
 
 
 # ---------------------------------------------------------------- names and fingerprints
 def test_revision_names_are_lucies_and_phase_aware():
-    assert pt.revision_name("main", 5000) == "step0005000"
-    assert pt.revision_name("extension", 250) == "extension_step0000250"
+    assert phases.revision_name("main", 5000) == "step0005000"
+    assert phases.revision_name("extension", 250) == "extension_step0000250"
     for name in ("step0005000", "extension_step0000250"):
-        assert pt.NAME_RE.match(name)
+        assert phases.REVISION.match(name)
 
 
 def test_config_diff_names_every_difference():
     p = recipe("tiny")
-    a = pt.math_config({"hidden_size": 128}, p.pretrain, 42, 128, "main")
-    b = pt.math_config({"hidden_size": 128}, p.pretrain.model_copy(update={"lr": 0.001, "threads": 1}), 42, 128, "main")
-    assert pt.config_diff(a, b) == ["pretrain.lr: 0.003 (checkpoint) != 0.001 (params)"]  # threads: not math
-    c = pt.math_config({"hidden_size": 64}, p.pretrain, 7, 128, "main")
-    assert pt.config_diff(a, c) == ["model.hidden_size: 128 (checkpoint) != 64 (params)",
+    a = resume.math_config({"hidden_size": 128}, p.pretrain, 42, 128, "main")
+    b = resume.math_config({"hidden_size": 128}, p.pretrain.model_copy(update={"lr": 0.001, "threads": 1}), 42, 128, "main")
+    assert resume.config_diff(a, b) == ["pretrain.lr: 0.003 (checkpoint) != 0.001 (params)"]  # threads: not math
+    c = resume.math_config({"hidden_size": 64}, p.pretrain, 7, 128, "main")
+    assert resume.config_diff(a, c) == ["model.hidden_size: 128 (checkpoint) != 64 (params)",
                                     "seed: 42 (checkpoint) != 7 (params)"]
-    assert pt.fingerprint(a) != pt.fingerprint(c) and pt.fingerprint(a) == pt.fingerprint(dict(a))
+    assert files.fingerprint(a) != files.fingerprint(c) and files.fingerprint(a) == files.fingerprint(dict(a))
 
 
 # ---------------------------------------------------------------- inspect-batch under a ramp-up
 def test_inspect_batch_follows_the_rampup(tmp_path):
-    from stages.batches import documents_of_step, step_samples
+    from stages.lib.batches import documents_of_step, step_samples
 
     ramp = {"start": 4, "increment": 4, "samples": 16}
     root = make_repo(tmp_path / "repo", {"pretrain.batch_rampup": ramp})
@@ -169,11 +173,11 @@ def test_inspect_batch_follows_the_rampup(tmp_path):
     seen = []
     for step in range(1, p.pretrain.steps + 1):
         ids = step_samples(p, n, step)
-        offset, size = pt.batch_plan(p.pretrain, step - 1)
-        assert ids == pt.sample_order(p.seed, n, offset, size).tolist()
+        offset, size = schedule.batch_plan(p.pretrain, step - 1)
+        assert ids == schedule.sample_order(p.seed, n, offset, size).tolist()
         seen += ids
     assert [len(step_samples(p, n, s)) for s in (1, 4, 5, 8)] == [4, 4, 8, 8]
-    assert seen == pt.sample_order(p.seed, n, 0, len(seen)).tolist()  # steps tile the stream, no gap or overlap
+    assert seen == schedule.sample_order(p.seed, n, 0, len(seen)).tolist()  # steps tile the stream, no gap or overlap
     assert step_samples(p, n, 5, world_size=2) == step_samples(p, n, 5)  # the processes do not matter
     with pytest.raises(ValueError, match="cannot be split over 3 processes"):
         step_samples(p, n, 5, world_size=3)

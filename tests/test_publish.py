@@ -9,8 +9,8 @@ import pytest
 from model_card import render
 from model_card.evidence import collect_release
 from stages import publish
-from stages.io import sha256_file
-from stages.params import ParamsError
+from stages.core.files import sha256_file
+from stages.core.params import ParamsError
 
 GIT_COMMIT = "1f25c805eba621ab9bfcb2206c88b173830ccd3b"
 CHECKPOINTS = ("extension_step0000025", "step0000075")

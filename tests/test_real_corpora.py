@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import dedup, filter as filt, ingest, io, mix, params, tokenizer
+from stages import dedup, filter as filt, ingest
+from stages.core import files
+from stages import mix
+from stages.core import params
+from stages import tokenizer
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -46,10 +50,10 @@ def test_ingest_filter_dedup_on_a_slice(make_ctx, tmp_path):
     ctx = make_ctx("real", ov)
 
     ingest.run(ctx)
-    m_in = io.read_json(tmp_path / "metrics/ingest.json")
+    m_in = files.read_json(tmp_path / "metrics/ingest.json")
     check_ledger(m_in)
     assert m_in["read"] == PER_SOURCE * len(sources) and m_in["rejected_total"] == 0
-    docs = list(io.read_docs(tmp_path / "data/raw"))
+    docs = list(files.read_docs(tmp_path / "data/raw"))
     # each record keeps the license it carries in the corpus (the sources of code and math assert none)
     assert "NOASSERTION" not in {d["license"] for d in docs}
     assert {d["license"] for d in docs if d["source"] == "real-it"} == {"CC-BY-SA-4.0"}
@@ -62,7 +66,7 @@ def test_ingest_filter_dedup_on_a_slice(make_ctx, tmp_path):
     assert {d["id"]: d["license"] for d in docs} == recorded
 
     filt.run(ctx)
-    m_f = io.read_json(tmp_path / "metrics/filter.json")
+    m_f = files.read_json(tmp_path / "metrics/filter.json")
     check_ledger(m_f)
     assert m_f["read"] == m_in["kept"]
     for name, c in m_f["per_source"].items():
@@ -78,15 +82,15 @@ def test_ingest_filter_dedup_on_a_slice(make_ctx, tmp_path):
                 assert r["value"] is not None and r["threshold"] is not None, r
 
     dedup.run(ctx)
-    m_d = io.read_json(tmp_path / "metrics/dedup.json")
+    m_d = files.read_json(tmp_path / "metrics/dedup.json")
     check_ledger(m_d)
     assert m_d["read"] == m_f["kept"]
-    assert {d["lang"] for d in io.read_docs(tmp_path / "data/dedup")} == {"en", "fr", "de", "es", "it", "code", "math"}
+    assert {d["lang"] for d in files.read_docs(tmp_path / "data/dedup")} == {"en", "fr", "de", "es", "it", "code", "math"}
 
     # the recipe's mix and annealing weights match these corpora's groups (mix refuses a key that matches nothing)
     tokenizer.run(ctx)
     mix.run(ctx)
-    m_m = io.read_json(tmp_path / "metrics/mix.json")
+    m_m = files.read_json(tmp_path / "metrics/mix.json")
     assert m_m["train_docs"] + m_m["valid_docs"] == m_d["kept"]
     assert set(m_m["after_upsampling"]["by_source"]) == {s["name"] for s in sources}
     assert set(m_m["annealing"]["token_share"]) == {"math", "code", "en", "fr", "de", "es", "it"}

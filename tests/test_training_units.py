@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from stages.align import AlignDataError, load_jsonl
-from stages.params import Pretrain
-from stages.pretrain import lr_lambda, sample_order
+from stages.core.params import Pretrain
+from stages.lib.training.schedule import lr_lambda, sample_order
 
 
 def test_sample_order_is_a_pure_function_of_seed_epoch_and_position():
@@ -56,8 +56,8 @@ def test_alignment_data_errors_name_file_and_line(tmp_path):
 def test_step_samples_are_the_pretrain_order():
     import yaml
 
-    from stages.batches import step_samples
-    from stages.params import parse
+    from stages.lib.batches import step_samples
+    from stages.core.params import parse
     from repo_copy import PROJECT
 
     p = parse(yaml.safe_load((PROJECT / "params.yaml").read_text()))

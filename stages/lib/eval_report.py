@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from .eval_tasks import headline_metric
-from .runtime import StageError
+from stages.lib.eval_tasks import headline_metric
+from stages.core.runtime import StageError
 
 
 def load_baselines(path: Path, tasks) -> dict:

@@ -1,8 +1,11 @@
 """Typed schema of params.yaml: one model per stage section, validated before any work.
 
-Every stage calls `load()` first (through stages.runtime.stage). An unknown key, a wrong type or an impossible
+Every stage calls `load()` first (through stages.core.runtime.stage). An unknown key, a wrong type or an impossible
 combination raises `ParamsError` naming the dotted key (e.g. `pretrain.lr`), so a typo
 in params.yaml never silently falls back to a default after an hour of compute.
+
+Why one module of ~700 lines: it is the one place that says what params.yaml may hold, section after section in
+dvc.yaml's order; cross-section checks (e.g. a phase's seq_len against the model) need every section at hand.
 """
 from __future__ import annotations
 
@@ -83,12 +86,14 @@ class Ingest(Strict):
 # ---------------------------------------------------------------- filter
 class URLRule(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     extra_domains: list[str] = []
     banned_words: list[str] = []
 
 
 class GopherQuality(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     min_doc_words: int = 50
     max_doc_words: int = 100_000
     min_avg_word_length: float = 3
@@ -102,6 +107,7 @@ class GopherQuality(Strict):
 
 class GopherRepetition(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     dup_line_frac: float = 0.3
     dup_para_frac: float = 0.3
     dup_line_char_frac: float = 0.2
@@ -112,6 +118,7 @@ class GopherRepetition(Strict):
 
 class C4(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     min_num_sentences: int = 3  # Lucie: rps_doc_num_sentences < 3
     min_words_per_line: int = 3
     filter_no_terminal_punct: bool = False
@@ -123,6 +130,7 @@ class C4(Strict):
 
 class LanguageRule(Strict):
     enabled: bool = True
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     model: str = "assets/lid/lid.176.ftz"  # fastText lid.176, fetched by `make setup`
     min_score: float = Field(default=0.65, ge=0, le=1)
 
@@ -134,6 +142,7 @@ class Perplexity(Strict):
     model: str | dict[str, str] | None = None
     # CCNet's SentencePiece model, same forms; null scores the normalised whitespace words instead.
     sp_model: str | dict[str, str] | None = None
+    categories: list[str] | None = None  # the categories it applies to; null: all (stages/lib/rule_sets.py)
     min: float = Field(default=10, ge=0)
     max: float = Field(default=1000, gt=0)
 
@@ -147,7 +156,7 @@ class Perplexity(Strict):
 
 
 class Filter(Strict):
-    # fast: stages/filter_rules.py (each document tokenized once); datatrove: datatrove's own blocks.
+    # fast: stages/lib/filter_rules.py (each document tokenized once); datatrove: datatrove's own blocks.
     # Both take the same decisions (tests/test_filter_rules.py, benchmarks/filter_speed.py).
     engine: Literal["fast", "datatrove"] = "fast"
     text_langs: list[str] = ["en", "fr", "de", "es", "it"]  # text rules apply to these; code gets the URL rule only
@@ -157,6 +166,15 @@ class Filter(Strict):
     c4: C4 = C4()
     language: LanguageRule = LanguageRule()
     perplexity: Perplexity = Perplexity()
+
+    @model_validator(mode="after")
+    def _categories(self):  # rule sets per category: stages/lib/rule_sets.py
+        for rule in ("url", "language", "gopher_repetition", "gopher_quality", "c4", "perplexity"):
+            cats = getattr(self, rule).categories or []
+            bad = sorted({c for c in cats if not c.strip() or c != c.strip()} | {c for c in cats if cats.count(c) > 1})
+            if bad:
+                raise ValueError(f"{rule}.categories: {bad} (each a category name such as web or book, once)")
+        return self
 
 
 # ---------------------------------------------------------------- dedup + mix
@@ -198,7 +216,7 @@ class Mix(Strict):
 
 # ---------------------------------------------------------------- executor (data stages' scale-out)
 class SlurmExecutor(Strict):
-    """What datatrove's SlurmPipelineExecutor writes into its sbatch array script (`python -m stages.executor
+    """What datatrove's SlurmPipelineExecutor writes into its sbatch array script (`python -m stages.core.executor
     --sbatch filter` prints it). One array task per datatrove task; `executor.workers` caps how many run at once."""
     partition: str = "cpu"
     time: str = Field(default="04:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
@@ -306,20 +324,22 @@ class BatchRampup(Strict):
 
 
 class Parallelism(Strict):
-    """accelerate's ParallelismConfig (GPU only): FSDP2 sharding, HSDP replication, tensor parallelism.
+    """The device mesh of sharded training (stages/lib/training/parallel.py, torch's own FSDP2 / DTensor TP):
+    FSDP2 sharding over dp_shard_size, HSDP replication of those shards over dp_replicate_size, tensor
+    parallelism over tp_size. Runs on gloo (CPU) and nccl (GPU) alike.
 
-    All 1 (the default): plain data parallelism (DDP), which is what runs on CPU.
+    All 1 (the default): plain data parallelism (accelerate's DDP).
     Otherwise dp_replicate_size x dp_shard_size x tp_size must equal the number of processes.
     """
     dp_replicate_size: int = Field(default=1, gt=0)
     dp_shard_size: int = Field(default=1, gt=0)
-    # Tensor parallelism needs the model built by transformers with a TP plan (distributed_config), which
-    # the trainer does not do yet; the key is here so that the mesh is written the way accelerate wants it.
-    tp_size: int = Field(default=1, gt=0, le=1)
+    tp_size: int = Field(default=1, gt=0)
+    # The sharded path even when every size is 1: a sharded (DCP) checkpoint resumes on one process this way.
+    sharded: bool = False
 
     @property
     def enabled(self) -> bool:
-        return self.dp_replicate_size * self.dp_shard_size * self.tp_size > 1
+        return self.sharded or self.dp_replicate_size * self.dp_shard_size * self.tp_size > 1
 
 
 class Slurm(Strict):
@@ -345,6 +365,10 @@ class Launch(Strict):
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when CUDA is there, else gloo (CPU)
     peak_flops_per_device: float | None = Field(default=None, gt=0)  # for MFU; null: measure a matmul here
     parallelism: Parallelism = Parallelism()
+    # Recompute each decoder layer's activations in the backward pass (transformers' gradient checkpointing):
+    # less memory, about a third more compute, the same losses (tested).
+    activation_checkpointing: bool = False
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"  # flash attention is a GPU-only third choice, not here
     slurm: Slurm = Slurm()
 
     @model_validator(mode="after")
@@ -354,8 +378,6 @@ class Launch(Strict):
         if pc.enabled and size != world:
             raise ValueError(f"parallelism: dp_replicate_size x dp_shard_size x tp_size = {size} must equal "
                              f"nnodes x nproc_per_node = {world}")
-        if pc.enabled and self.backend == "gloo":
-            raise ValueError("parallelism (FSDP2/TP through accelerate) needs GPUs; backend gloo is CPU-only")
         return self
 
 

@@ -69,12 +69,13 @@ def remove_stale_tmp(path: Path) -> list[Path]:
     for p in path.parent.glob(f"{glob.escape(prefix)}*") if path.parent.is_dir() else ():
         pid = p.name[len(prefix):]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            _remove(p)
+            remove(p)
             removed.append(p)
     return removed
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Delete a file, a symlink (never its target) or a directory tree; nothing if absent."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
@@ -88,14 +89,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(path)
     tmp = _tmp_sibling(path)
-    _remove(tmp)
+    remove(tmp)
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         raise
-    _remove(path)
+    remove(path)
     os.replace(tmp, path)
 
 
@@ -126,6 +127,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def fingerprint(obj) -> str:
+    """16 hex digits identifying a JSON-able value (sorted keys): what a resume compares to refuse other work."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_docs(out_dir: Path, rows: Iterable[dict], rows_per_shard: int = 50_000, prefix: str = "part") -> list[dict]:

@@ -2,8 +2,8 @@
 
 The training order is a pure function of (seed, epoch, position) and step k consumes stream
 positions [offset_k, offset_k + G_k), G_k being the global batch of that step (smaller during a
-batch-size ramp-up): stages/pretrain.py `batch_plan`. The token index maps every sample to the
-document ranges it holds (stages/tokenize.py), so the answer is computed, not logged: no run,
+batch-size ramp-up): stages/lib/training/schedule.py `batch_plan`. The token index maps every sample to the
+document ranges it holds (stages/lib/tokens.py), so the answer is computed, not logged: no run,
 checkpoint or log file is needed, only the params and data/tokens/train. The later phases have their own
 batches and tokens (`phase`: extension -> extension.* params, data/tokens/extension/train).
 """
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from . import io
-from .params import Params
-from .pretrain import LAYOUT, batch_plan, phase_of, sample_order
+from stages.core import files
+from stages.core.params import Params
+from stages.lib.phases import LAYOUT, phase_of
+from stages.lib.training.schedule import batch_plan, sample_order
 
 
 def phase_hp(p: Params, phase: str):
@@ -55,7 +56,7 @@ def documents_of_step(p: Params, tokens_dir: str | Path, step: int, world_size: 
                       phase: str = "main") -> list[dict]:
     """One row per (sample, document range) of the step: sample, doc_id, doc_token_start, sample_token_start, length."""
     tokens_dir = Path(tokens_dir)
-    n = io.read_json(tokens_dir / io.MANIFEST)["samples"]
+    n = files.read_json(tokens_dir / files.MANIFEST)["samples"]
     wanted = step_samples(p, n, step, world_size, phase)
     table = pq.read_table(tokens_dir / "index.parquet", filters=[("sample", "in", wanted)])
     rows = table.to_pylist()

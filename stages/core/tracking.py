@@ -1,4 +1,4 @@
-"""MLflow: one run per stage, children of one pipeline run (stages/run_tree.py).
+"""MLflow: one run per stage, children of one pipeline run (stages/core/run_tree.py).
 
 The invocation id (`pipeline_run` tag) is LUCIE_PIPELINE_RUN under `lucie run` (the Prefect flow
 run) and, under plain `dvc repro`, derived from the dvc process that launched the stage (its pid and

@@ -24,8 +24,8 @@ from typing import Iterable, Iterator, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import io, tracking
-from .params import Params, ParamsError, load
+from stages.core import files, tracking
+from stages.core.params import Params, ParamsError, load
 
 T = TypeVar("T")
 console = Console(stderr=True, soft_wrap=True)
@@ -90,15 +90,15 @@ class StageContext:
 
     def write_metrics(self, rel: str, metrics: dict) -> None:
         """metrics/<stage>.json (DVC metric) + the same numbers in MLflow + the file as artifact."""
-        io.write_json(self.path(rel), metrics)
+        files.write_json(self.path(rel), metrics)
         self.tracker.metrics(metrics)
         self.tracker.artifact(self.path(rel))
 
     def dataset(self, rel: str, context: str) -> None:
         d = self.path(rel)
-        manifest = d / io.MANIFEST
+        manifest = d / files.MANIFEST
         if manifest.exists():
-            self.tracker.dataset(d, io.sha256_file(manifest), context)
+            self.tracker.dataset(d, files.sha256_file(manifest), context)
 
     def summary(self, text: str) -> None:
         self._summary = text
@@ -172,7 +172,7 @@ def tokenizer_threads() -> Iterator[None]:
 def stage(name: str) -> Iterator[StageContext]:
     t0 = time.perf_counter()
     quiet_libraries()
-    root = io.root()
+    root = files.root()
     try:
         params = load(params_path(root))
     except ParamsError as err:

@@ -25,6 +25,9 @@ How the exact speed-ups work (each is a proof, not an approximation):
 
 Data files (UT1 blocklists, banned words, stop words, punctuation, C4 phrases) are read from the
 installed datatrove package, never copied.
+
+Why one module of ~700 lines: the rules share one tokenization (DocView) and its caches, and each proof above
+ties a rule to the shared structures; split apart, every rule would import the same private internals.
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ def _drop(rule: str, check: str, value, threshold) -> Verdict:
 
 
 # ---------------------------------------------------------------- words, tokenized once per document
-class Vocab:
+class WordIds:
     """Token string <-> id, with the per-token facts the rules need as numpy arrays (grown by doubling)."""
 
     # A random odd 64-bit base for the concatenation hash; its inverse exists mod 2**64.
@@ -117,7 +120,7 @@ class Words:
 
     __slots__ = ("ids", "vocab", "has_space")
 
-    def __init__(self, ids: np.ndarray, vocab: Vocab, has_space: bool):
+    def __init__(self, ids: np.ndarray, vocab: WordIds, has_space: bool):
         self.ids, self.vocab, self.has_space = ids, vocab, has_space
 
     def __len__(self) -> int:
@@ -163,7 +166,7 @@ class WordSplitter:
             self._zone.__exit__(None, None, None)
         self._zone = self.nlp.memory_zone()
         self._zone.__enter__()
-        self.vocab = Vocab()
+        self.vocab = WordIds()
         self.cache: dict[str, tuple[int, ...]] = {}
 
     def _needs_whole_doc(self, text: str) -> bool:
@@ -381,8 +384,8 @@ class _Powers:
     """BASE**k and BASE_INV**k mod 2**64 as uint64 tables, grown on demand (numpy wraps uint64 products)."""
 
     def __init__(self):
-        self.b = self._table(Vocab.BASE, 1 << 15)
-        self.inv = self._table(Vocab.BASE_INV, 1 << 15)
+        self.b = self._table(WordIds.BASE, 1 << 15)
+        self.inv = self._table(WordIds.BASE_INV, 1 << 15)
 
     @staticmethod
     def _table(base: int, n: int) -> np.ndarray:
@@ -395,7 +398,7 @@ class _Powers:
 
     def ensure(self, n: int) -> None:
         while len(self.b) < n:
-            for name, base in (("b", Vocab.BASE), ("inv", Vocab.BASE_INV)):
+            for name, base in (("b", WordIds.BASE), ("inv", WordIds.BASE_INV)):
                 t = getattr(self, name)
                 step = np.uint64(pow(base, len(t), 1 << 64))
                 setattr(self, name, np.concatenate([t, t * step]))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .params import EvalTask
-from .runtime import StageError
+from stages.core.params import EvalTask
+from stages.core.runtime import StageError
 
 PROMPT = "Question: {{question}}\nAnswer:"
 

@@ -19,7 +19,7 @@ the records or the metrics; ingest and dedup write their output after the merge,
 Resume (`executor.skip_completed`): the staging folder carries a fingerprint of the work (stage, tasks, code,
 params, input); a failed run keeps it, and a rerun of the same work runs only the unfinished tasks.
 
-    python -m stages.executor --sbatch filter     # the sbatch script SlurmPipelineExecutor would submit (or ingest, dedup)
+    python -m stages.core.executor --sbatch filter     # the sbatch script SlurmPipelineExecutor would submit (or ingest, dedup)
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ from typing import Callable, Iterator
 
 import pyarrow.parquet as pq
 
-from . import io
-from .params import Executor, Params, load
-from .runtime import StageError
+from stages.core import files
+from stages.core.params import Executor, Params, load
+from stages.core.runtime import StageError
 
 TASK_RESULT = "task.json"  # written last by a task: its counters; its presence means the task finished
 RAY_PIN = 'ray[default]'  # what datatrove 0.10.1's `ray` extra installs; not in requirements.lock (hundreds of MB)
@@ -60,14 +60,14 @@ def read_rows(in_dir: str | Path, start: int, end: int) -> Iterator[dict]:
     """Rows [start, end) of a document directory in manifest order, reading only the shards that hold them."""
     in_dir = Path(in_dir)
     offset = 0
-    for entry in io.read_json(in_dir / io.MANIFEST)["files"]:
+    for entry in files.read_json(in_dir / files.MANIFEST)["files"]:
         lo, hi = offset, offset + entry["rows"]
         offset = hi
         if hi <= start or entry["rows"] == 0:
             continue
         if lo >= end:
             break
-        table = pq.read_table(in_dir / entry["path"], schema=io.DOC_SCHEMA)
+        table = pq.read_table(in_dir / entry["path"], schema=files.DOC_SCHEMA)
         yield from table.slice(max(start - lo, 0), min(end, hi) - max(start, lo)).to_pylist()
 
 
@@ -98,7 +98,7 @@ class TaskStep:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         counters = self.work(rank, world_size, tmp)
-        io.write_json(tmp / TASK_RESULT, counters)
+        files.write_json(tmp / TASK_RESULT, counters)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         return data
@@ -151,7 +151,7 @@ def require_ray() -> None:
 def require_sbatch() -> None:
     if shutil.which("sbatch") is None:
         raise ExecutorError("executor.kind: slurm needs `sbatch` on PATH (run the stage on a Slurm login node); "
-                            "`python -m stages.executor --sbatch <stage>` prints the script without submitting")
+                            "`python -m stages.core.executor --sbatch <stage>` prints the script without submitting")
 
 
 def _start(ex, p: Executor) -> None:
@@ -173,24 +173,24 @@ def _start(ex, p: Executor) -> None:
         ex.run()
 
 
-RUN = "run.json"  # in the staging folder: the fingerprint of the work its task folders belong to
+RUN = "run.json"  # in the staging folder: the record of the work its task folders belong to
 
 
-def fingerprint(stage: str, p: Executor, work, **inputs) -> dict:
-    """What a finished task folder's result depends on: the stage, the number of tasks (they fix the row
+def work_record(stage: str, p: Executor, work, **inputs) -> dict:
+    """The record kept in run.json (readable, compared whole; not a hash, so a refused resume can be read). What a finished task folder's result depends on: the stage, the number of tasks (they fix the row
     ranges), the code of the work and of this module, and what the stage passes (its params, its input)."""
-    code = {Path(f).name: io.sha256_file(f) for f in sorted({inspect.getfile(type(work)), __file__})}
-    return json.loads(io.dumps_json({"stage": stage, "tasks": p.tasks, "code": code, **inputs}))
+    code = {Path(f).name: files.sha256_file(f) for f in sorted({inspect.getfile(type(work)), __file__})}
+    return json.loads(files.dumps_json({"stage": stage, "tasks": p.tasks, "code": code, **inputs}))
 
 
 def input_manifest(in_dir: Path) -> str:
     """A document directory's identity: the sha256 of its manifest (which lists every shard's sha256)."""
-    return io.sha256_file(Path(in_dir) / io.MANIFEST)
+    return files.sha256_file(Path(in_dir) / files.MANIFEST)
 
 
 def _resumable(staging: Path, fp: dict) -> bool:
     try:
-        return io.read_json(staging / RUN) == fp
+        return files.read_json(staging / RUN) == fp
     except (OSError, ValueError):
         return False
 
@@ -207,7 +207,7 @@ def run_tasks(root: Path, p: Executor, stage: str, work: Callable[[int, int, Pat
     elif p.kind == "slurm":
         require_sbatch()
     staging, log_dir = staging_dir(out), logging_dir(root, p, stage)
-    fp = fingerprint(stage, p, work, **inputs())
+    fp = work_record(stage, p, work, **inputs())
     if p.skip_completed and _resumable(staging, fp):
         done = {r for r in range(p.tasks) if (task_dir(staging, r) / TASK_RESULT).exists()}
         for r in range(p.tasks):  # datatrove's marks must not claim a task whose folder is not there
@@ -219,7 +219,7 @@ def run_tasks(root: Path, p: Executor, stage: str, work: Callable[[int, int, Pat
         for d in (staging, log_dir):
             shutil.rmtree(d, ignore_errors=True)
         staging.mkdir(parents=True)
-        io.write_json(staging / RUN, fp)
+        files.write_json(staging / RUN, fp)
     ex = build(p, [TaskStep(work, staging)], stage, root)
     _start(ex, p)
     dirs = [task_dir(staging, r) for r in range(p.tasks)]
@@ -236,7 +236,7 @@ def merge_parts(dirs: list[Path], dest: Path) -> list[dict]:
     entries: list[dict] = []
     empty: list[tuple[Path, dict]] = []
     for d in dirs:
-        for e in io.read_json(d / io.MANIFEST)["files"]:
+        for e in files.read_json(d / files.MANIFEST)["files"]:
             if e["rows"] == 0:
                 empty.append((d, e))
                 continue
@@ -295,12 +295,12 @@ def sbatch_script(params: Params, stage: str, root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .runtime import params_path
+    from stages.core.runtime import params_path
 
-    ap = argparse.ArgumentParser(prog="python -m stages.executor", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m stages.core.executor", description=__doc__.split("\n")[0])
     ap.add_argument("--sbatch", metavar="STAGE", required=True, help=f"print the Slurm array script for {sorted(STAGE_OUTPUTS)}")
     a = ap.parse_args(argv)
-    root = io.root()
+    root = files.root()
     try:
         script = sbatch_script(load(params_path(root)), a.sbatch, root)
     except ValueError as err:
