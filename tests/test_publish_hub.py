@@ -6,10 +6,9 @@ constants module (for this process). With Xet disabled the client takes the LFS 
 """
 from __future__ import annotations
 
-import re
-
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
