@@ -117,29 +117,23 @@ def test_launch_params_check_the_parallelism_mesh():
     raw["pretrain"]["launch"]["parallelism"]["dp_shard_size"] = 2
     with pytest.raises(ParamsError, match=r"pretrain.launch: .* = 256 must equal nnodes x nproc_per_node = 512"):
         parse(raw)
-    raw["pretrain"]["launch"]["parallelism"].update(dp_shard_size=1, tp_size=4)
-    with pytest.raises(ParamsError, match=r"pretrain.launch.parallelism.tp_size: .*less than or equal to 1"):
-        parse(raw)
     raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    raw["pretrain"]["launch"]["parallelism"]["dp_shard_size"] = 2
-    raw["pretrain"]["launch"].update(nproc_per_node=2, backend="gloo")
-    with pytest.raises(ParamsError, match="needs GPUs"):
-        parse(raw)
+    raw["pretrain"]["launch"]["parallelism"].update(dp_shard_size=2, tp_size=2)
+    raw["pretrain"]["launch"].update(nproc_per_node=4, backend="gloo")  # sharding on CPU is allowed now
+    assert parse(raw).pretrain.launch.parallelism.enabled
 
 
-def test_parallelism_maps_to_accelerate_objects_and_is_refused_on_cpu():
-    from accelerate import FullyShardedDataParallelPlugin
-    from accelerate.parallelism_config import ParallelismConfig
+def test_mesh_dims_and_the_sharded_path_on_cpu():
+    from stages.lib.training.parallel import mesh_dims
 
     p7 = recipe("lucie-7b").pretrain
-    kw = trainer.parallelism_kwargs(p7.launch.parallelism)
-    pc = kw["parallelism_config"]
-    assert isinstance(pc, ParallelismConfig) and (pc.dp_replicate_size, pc.dp_shard_size, pc.tp_size) == (128, 4, 1)
-    assert isinstance(kw["fsdp_plugin"], FullyShardedDataParallelPlugin) and kw["fsdp_plugin"].fsdp_version == 2
+    assert mesh_dims(p7.launch.parallelism) == (("dp_replicate", "dp_shard"), (128, 4))
+    one = p7.launch.parallelism.model_copy(update={"dp_replicate_size": 1, "dp_shard_size": 1, "sharded": True})
+    assert one.enabled and mesh_dims(one) == (("dp_shard",), (1,))
     with pytest.raises(StageError, match="no CUDA device"):  # lucie-7b asks for nccl
         trainer.make_accelerator(p7)
-    cpu = p7.model_copy(update={"launch": p7.launch.model_copy(update={"backend": "auto"})})
-    with pytest.raises(StageError, match="FSDP2/TP.* needs GPUs"):
+    cpu = p7.model_copy(update={"launch": p7.launch.model_copy(update={"backend": "gloo"})})
+    with pytest.raises(StageError, match=r"asks for 128 x 4 x 1 processes but 1 were launched"):
         trainer.make_accelerator(cpu)
 
 
