@@ -83,27 +83,72 @@ AUDIT_FORMATS = ("json", "md", "html", "svg")
 
 
 @app.command()
-def audit(path: Path = typer.Argument(..., help="A release directory (MANIFEST.json), a Hugging Face model snapshot "
-                                                "directory (README.md / config.json) or a MOF YAML record (.yml)."),
-          format: str = typer.Option("md", "--format", "-f", help="json, md, html (standalone page) or svg (badge)."),
+def audit(path: str = typer.Argument(..., help="A release directory (MANIFEST.json), a published repo (release_manifest.json), "
+                                               "a Hugging Face model snapshot directory (README.md / config.json), a MOF YAML "
+                                               "record (.yml), or hf://ORG/NAME[@REV] (read through the Hub API). "
+                                               "`diff A B` compares two of these."),
+          others: Optional[list[str]] = typer.Argument(None, hidden=True),
+          format: str = typer.Option("md", "--format", "-f", help="json, md, html (standalone page) or svg (badge); diff: json or md."),
           require: Optional[list[str]] = typer.Option(
               None, "--require", "-r", help="Fail (exit 1) unless this holds; repeatable: osaid, mof-class=N, "
                                             "nextcloud=COLOR, osai-index>=X."),
-          output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the card here, not to stdout.")):
-    """Compute the openness card of a release, a model snapshot or a MOF record (no torch needed).
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the card here, not to stdout."),
+          endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Hub endpoint for hf:// (default: HF_ENDPOINT or the Hub)."),
+          fail_on: Optional[str] = typer.Option(None, "--fail-on", help="diff only: `regression` exits 1 when B is less open than A.")):
+    """Compute the openness card of a release, a published repo, a model snapshot, a Hub repo or a MOF record (no torch
+    needed); `lucie audit diff A B` lists what changed between two of them.
 
-    Exit codes: 0 the card was computed and every --require holds; 1 a requirement failed (each failure
-    on stderr); 2 bad usage: unknown format or requirement, a path that is none of the three inputs.
+    Exit codes: 0 the card was computed and every --require holds (diff: no regression asked for, or none); 1 a
+    requirement failed (each failure on stderr) or, with --fail-on regression, B regressed; 2 bad usage: unknown
+    format or requirement, a path that is none of the inputs; 3-7 a hostile input refused (too large, not a
+    regular file, a symlink out of the input, YAML anchors/aliases, nesting too deep: docs/AUDIT.md).
     """
     # model_card only: this command must run where only the core dependencies are installed.
     from model_card import render
     from model_card.collect import InputError, collect
     from model_card.require import RequirementError, failures, parse
+    from model_card.safe_read import UnsafeInput
+    from model_card.untrusted import one_line
 
     def usage_error(msg: str):
-        typer.echo(f"error: {msg}", err=True)
+        typer.echo(f"error: {one_line(msg)}", err=True)  # one line, no escape sequence from the input
         raise typer.Exit(2)
 
+    def card_of(p: str) -> dict:
+        try:
+            got = collect(p, endpoint=endpoint)
+        except InputError as err:
+            usage_error(str(err))
+        except UnsafeInput as err:  # hostile input: its own exit code (3-7), nothing written
+            typer.echo(f"refused: {one_line(err)}", err=True)
+            raise typer.Exit(err.exit_code)
+        return render.audit(got.evidence, got.mot_record)
+
+    def emit(text: str):
+        if output is not None:
+            output.write_text(text, encoding="utf-8")
+        else:
+            typer.echo(text, nl=False)
+
+    if path == "diff":
+        from model_card import diff
+
+        if len(others or []) != 2:
+            usage_error("`lucie audit diff A B` takes two inputs (paths, MOF records or hf:// addresses)")
+        if format not in ("json", "md"):
+            usage_error(f"unknown diff format {format!r}; use json or md")
+        if fail_on not in (None, "regression"):
+            usage_error(f"--fail-on {fail_on!r}: the only value is `regression`")
+        d = diff.compare(card_of(others[0]), card_of(others[1]))
+        emit(diff.to_json(d) if format == "json" else diff.to_markdown(d))
+        if fail_on == "regression" and d["regressions"]:
+            typer.echo(f"regression: {d['regressions']} of {len(d['changes'])} changes make B less open than A", err=True)
+            raise typer.Exit(1)
+        return
+    if others:
+        usage_error(f"unexpected arguments {others}; audit takes one PATH (or `diff A B`)")
+    if fail_on is not None:
+        usage_error("--fail-on applies to `lucie audit diff A B` only")
     if format not in AUDIT_FORMATS:
         usage_error(f"unknown format {format!r}; use one of {', '.join(AUDIT_FORMATS)}")
     reqs = require or []
@@ -112,16 +157,9 @@ def audit(path: Path = typer.Argument(..., help="A release directory (MANIFEST.j
             parse(r)
         except RequirementError as err:
             usage_error(str(err))
-    try:
-        got = collect(path)
-    except InputError as err:
-        usage_error(str(err))
-    card = render.audit(got.evidence, got.mot_record)
+    card = card_of(path)
     text = {"json": render.to_json, "md": render.to_markdown, "html": render.to_html, "svg": render.badge_svg}[format](card)
-    if output is not None:
-        output.write_text(text, encoding="utf-8")
-    else:
-        typer.echo(text, nl=False)
+    emit(text)
     failed = failures(card, reqs)
     for f in failed:
         typer.echo(f"requirement failed: {f}", err=True)
@@ -139,6 +177,27 @@ def verify(stages: Optional[list[str]] = typer.Argument(None, help="These stages
     from lucie.verify import main
 
     raise typer.Exit(main(stages, root, keep_scratch, out, scratch))
+
+
+@app.command()
+def plan(recipe: Optional[str] = typer.Option(None, help="recipes/<NAME>.yaml (default: the active params.yaml)."),
+         format: str = typer.Option("md", "--format", help="md (a table) or json."),
+         mfu: float = typer.Option(0.4, help="Model FLOPs utilisation for the speed estimate."),
+         device_memory_gb: float = typer.Option(80.0, help="Memory per device (80: H100)."),
+         root: Path = typer.Option(Path("."), help="Repository root.")):
+    """Per phase and per device: memory (params, grads, AdamW, activations with/without checkpointing), FLOPs, tokens/s."""
+    import json
+
+    from stages.core.params import ParamsError
+    from stages.lib.plan import load_recipe, markdown, plan as make_plan
+
+    if format not in ("md", "json"):
+        raise typer.BadParameter(f"--format {format!r}: use md or json")
+    try:
+        r = make_plan(load_recipe(root, recipe), device_memory_gb, mfu)
+    except (FileNotFoundError, ParamsError) as err:
+        raise typer.BadParameter(str(err))
+    typer.echo(json.dumps(r, indent=2) if format == "json" else markdown(r))
 
 
 @app.command("check-data")

@@ -353,6 +353,19 @@ def main(stages: list[str] | None, root: Path, keep_scratch: bool, out: Path | N
         typer.echo(f"lucie verify: {err}", err=True)
         return 2
     path = Path(out) if out else Path(_git(Path(root), "rev-parse", "--show-toplevel")) / "verification.json"
+    code = 0 if result["reproduced"] else 1  # this run's verdict; the file may merge earlier runs
+    if not result["all_stages"]:  # a partial run merges into the previous result (lucie/verify_merge.py)
+        from lucie.verify_merge import merge
+
+        try:
+            previous = load_result(path)
+        except ValueError as err:
+            typer.echo(f"lucie verify: {err}; it is replaced, not merged", err=True)
+            previous = None
+        result = merge(previous, result, _committed_lock(Path(root)))
+        if result.get("merge"):
+            typer.echo(f"merged with {len(result['stages'])} stage result(s) in {path}"
+                       + (f"; dropped as stale: {', '.join(result['merge']['dropped'])}" if result["merge"]["dropped"] else ""))
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(path)
@@ -360,4 +373,14 @@ def main(stages: list[str] | None, root: Path, keep_scratch: bool, out: Path | N
     if result["scratch"]:
         typer.echo(f"scratch kept: {result['scratch']}")
     typer.echo(f"wrote {path}")
-    return 0 if result["reproduced"] else 1
+    return code
+
+
+def _committed_lock(root: Path) -> dict:
+    """The `stages` of dvc.lock at HEAD ({} when there is none)."""
+    import yaml
+
+    try:
+        return (yaml.safe_load(_git(root, "show", "HEAD:dvc.lock")) or {}).get("stages", {})
+    except VerifyError:
+        return {}

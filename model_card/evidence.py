@@ -16,12 +16,12 @@ Record (JSON): {"source": path, "kind": "release" | "hf-snapshot" | "mof-record"
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
+from . import safe_read
 
 
 @dataclass
@@ -66,11 +66,7 @@ class Evidence:
 
 
 def _sha256(path: Path) -> str:  # model_card must not import stages (auditors install no pipeline deps)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
+    return safe_read.sha256(path)  # regular files inside the audited input only
 
 
 def card_yaml(readme: Path) -> dict:
@@ -78,14 +74,14 @@ def card_yaml(readme: Path) -> dict:
     if not readme.exists():
         return {}
     # Cards edited on Windows carry a BOM and CRLF line ends; the Hub reads those too.
-    text = readme.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
+    text = safe_read.read_text(readme, encoding="utf-8-sig").replace("\r\n", "\n")
     if not text.startswith("---\n"):
         return {}
     end = text.find("\n---", 3)
     if end < 0:
         return {}
     try:
-        meta = yaml.safe_load(text[4:end])
+        meta = safe_read.yaml_load(text[4:end], name=str(readme))
     except yaml.YAMLError as err:
         raise ValueError(f"{readme}: the YAML front matter does not parse: {err}") from None
     return meta if isinstance(meta, dict) else {}
@@ -128,7 +124,7 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
     """Evidence from a release/ tree written by the release stage; `label` names it in the record
     (default: the path as given), so the same tree gives the same record wherever it is read from."""
     release = Path(release)
-    manifest = json.loads((release / "MANIFEST.json").read_text()) if (release / "MANIFEST.json").exists() else {}
+    manifest = safe_read.load_json(release / "MANIFEST.json") if (release / "MANIFEST.json").exists() else {}
     recorded: dict = manifest.get("files", {})
     ev = Evidence(source=label or str(release), lineage=manifest.get("lineage", {}))
 
@@ -150,7 +146,7 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
 
     model_lic = card_yaml(release / "model" / "README.md").get("license")
     data_lic = card_yaml(release / "dataset" / "README.md").get("license")
-    code = json.loads((release / "code" / "code.json").read_text()) if (release / "code" / "code.json").exists() else {}
+    code = safe_read.load_json(release / "code" / "code.json") if (release / "code" / "code.json").exists() else {}
     archive = f"code/{code['archive']}" if code.get("archive") else None
     code_lic = code.get("license")
     # Code from a modified worktree is not the archived commit: released, but only claimed.
@@ -189,6 +185,32 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
     ]
     if code:
         ev.lineage.setdefault("code", {k: code[k] for k in ("repository", "commit") if k in code})
+    ev.lineage["facts"] = release_facts(release, archive)
     ver = release / "reproducibility" / "verification.json"
-    ev.reproduction = reproduction(json.loads(ver.read_text()) if ver.exists() else None, ev.lineage)
+    ev.reproduction = reproduction(safe_read.load_json(ver) if ver.exists() else None, ev.lineage)
     return ev
+
+
+def release_facts(release: Path, archive: str | None) -> dict:
+    """The documentation checks (model_card.doc_facts) on the files of a release tree: the model cards
+    (the instruct card for fine-tuning), the datasheets, the technical report and the source archive."""
+    from . import doc_facts
+
+    def text(rel: str) -> str | None:
+        p = release / rel
+        return safe_read.read_text(p) if p.is_file() else None
+
+    facts = {}
+    card = text("model/README.md")
+    if card is not None:
+        facts["modelcard"] = doc_facts.modelcard(card, "model/README.md", fine_tuned=(release / "instruct").is_dir())
+    sheets = {str(f.relative_to(release)): safe_read.read_text(f)
+              for f in sorted((release / "dataset" / "datasheets").glob("*.md"))} if (release / "dataset").is_dir() else {}
+    if sheets:
+        facts["datasheet"] = doc_facts.datasheet(sheets)
+    docs = {rel: t for rel in ("model/technical_report.md",) if (t := text(rel)) is not None}
+    if docs:
+        facts["hardware_architecture"] = doc_facts.hardware(docs)
+    if archive and (release / archive).is_file():
+        facts["code"] = doc_facts.code_archive(safe_read.read_bytes(release / archive, safe_read.MAX_ARCHIVE_BYTES), archive)
+    return facts

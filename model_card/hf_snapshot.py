@@ -21,11 +21,11 @@ Reading rules (docs/AUDIT.md "Hugging Face snapshot"):
 """
 from __future__ import annotations
 
-import json
 import re
 from datetime import date, datetime
 from pathlib import Path
 
+from . import card_claims, doc_facts, safe_read
 from .evidence import Evidence, Item, _sha256, card_yaml
 from .licenses import spdx_id
 from .mof import COMPONENTS
@@ -127,14 +127,14 @@ def card_license(meta: dict) -> str | None:
 
 def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and not any(part in HIDDEN for part in p.relative_to(root).parts))
+                  if not any(part in HIDDEN for part in p.relative_to(root).parts) and safe_read.is_file(p))
 
 
 def _lfs_oid(path: Path) -> str | None:
     """The sha256 a Git LFS pointer file names, or None when the file holds real content."""
-    if path.stat().st_size > 1024:
+    if safe_read.size(path) > 1024:
         return None
-    head = path.read_bytes()
+    head = safe_read.read_head(path, 1025)
     if not head.startswith(LFS_POINTER):
         return None
     m = re.search(rb"oid sha256:([0-9a-f]{64})", head)
@@ -162,13 +162,13 @@ def resolve_root(path: Path) -> Path:
     """A Hub cache repo folder (models--org--name) stands for the snapshot its refs/main names."""
     ref = path / "refs" / "main"
     if ref.is_file() and (path / "snapshots").is_dir():
-        snap = path / "snapshots" / ref.read_text().strip()
+        snap = path / "snapshots" / safe_read.read_text(ref, 4096).strip()
         if snap.is_dir():
             return snap
     return path
 
 
-def collect(path: Path, label: str | None = None) -> Evidence:
+def collect(path: Path, label: str | None = None, repo_id: str | None = None) -> Evidence:
     root = resolve_root(Path(path))
     if not root.is_dir() or not ((root / "README.md").is_file() or (root / "config.json").is_file()):
         raise SnapshotError(f"{path}: not a Hugging Face model snapshot (no README.md or config.json)")
@@ -181,9 +181,9 @@ def collect(path: Path, label: str | None = None) -> Evidence:
     for rel in files:
         p = root / rel
         oid = _lfs_oid(p)
-        record[rel] = {"bytes": p.stat().st_size, **({"lfs_pointer_sha256": oid} if oid else {"sha256": _sha256(p)})}
+        record[rel] = {"bytes": safe_read.size(p), **({"lfs_pointer_sha256": oid} if oid else {"sha256": _sha256(p)})}
 
-    license_files = {rel: identify_license_text((root / rel).read_text(encoding="utf-8", errors="replace"))
+    license_files = {rel: identify_license_text(safe_read.read_text(root / rel, errors="replace"))
                      for rel in files if "/" not in rel and LICENSE_FILE.match(rel)}
     meta_lic = card_license(meta)
     file_lics = sorted({lic for lic in license_files.values() if lic})
@@ -203,7 +203,7 @@ def collect(path: Path, label: str | None = None) -> Evidence:
 
     def file_license(rel: str) -> str | None:
         if Path(rel).suffix.lower() in CODE_SUFFIXES:
-            with open(root / rel, "rb") as fh:
+            with safe_read.open_binary(root / rel) as fh:
                 if m := SPDX_HEADER.search(fh.read(4096)):
                     return m.group(1).decode()
         return lic
@@ -250,25 +250,100 @@ def collect(path: Path, label: str | None = None) -> Evidence:
             "Evaluation results", "document", True, "README.md", lic, False, record["README.md"].get("sha256"),
             "model-index in the card metadata; not traced to an evaluation run")
 
+    readme = root / "README.md"
+    text = safe_read.read_text(readme, errors="replace") if readme.exists() else ""
+    claims = card_claims.read(text, repo_id)
+    facts = _card_facts(root, text, claims, groups, bool(meta.get("base_model")))
+    if datasets and "Data card" not in items:
+        items["Data card"] = Item("Data card", "document", True, items["Datasets"].location, None, False, None,
+                                  "the card of each dataset named in the card metadata (not in the snapshot, not read)")
+    for component, item in _claimed_items(claims, record.get("README.md", {}).get("sha256"), lic).items():
+        if component not in items or (component == "Model parameters (Intermediate)" and not items[component].released):
+            items[component] = item
+
     lineage = {
         "card": {k: _jsonable(meta[k]) for k in CARD_KEYS if k in meta},
+        "card_claims": claims,
+        "facts": facts,
         "license": {"id": lic, "from": how, "files": license_files},
         "files": record,
     }
     if meta.get("base_model"):
         base = _as_list(meta["base_model"])
         lineage["base_model"] = base[0] if len(base) == 1 else base
-    readme = root / "README.md"
-    text = readme.read_text(encoding="utf-8", errors="replace") if readme.exists() else ""
     # A link ending a sentence keeps its dot in the match; `.git` names the same repository.
     links = sorted({re.sub(r"(\.git)?\.*$", "", u) for u in CODE_LINK.findall(text)})
     if links:
         lineage["code_references"] = links
+    for c in claims.get("use_restriction", []):  # a request in prose is not a license term: warned, not scored
+        warnings.append(f"the card's prose restricts use beyond its license ({lic}): \"{c['source']}\"")
     if warnings:
         lineage["warnings"] = warnings
     components = [items[c] if c in items else Item(c, TYPES[c], False, note="not found in the snapshot")
                   for c in _mof_order()]
     return Evidence(source=label or str(path), components=components, lineage=lineage, kind="hf-snapshot")
+
+
+def _claimed_items(claims: dict, readme_sha: str | None, lic: str | None) -> dict[str, Item]:
+    """Components the card's prose states (model_card.card_claims), as *claimed* items citing the sentence.
+    Linked code, papers and datasets carry no license here: theirs is not in the snapshot."""
+    out: dict[str, Item] = {}
+
+    def cite(kind: str) -> str:
+        c = claims[kind][0]
+        more = f" (and {len(claims[kind]) - 1} more)" if len(claims[kind]) > 1 else ""
+        return f'the card states: "{c["source"]}"{more}'
+
+    for kind in claims:
+        if kind.startswith("code:"):
+            comp = kind[5:]
+            out[comp] = Item(comp, "code", True, claims[kind][0]["value"], None, False, None,
+                             f"{cite(kind)}; the linked repository and its license are not in the snapshot")
+    if "paper" in claims:
+        ids = [c["value"] for c in claims["paper"]]
+        loc = ", ".join(f"https://arxiv.org/abs/{v[6:]}" if v.startswith("arxiv:") else f"https://doi.org/{v[4:]}"
+                        for v in ids)
+        out["Research paper"] = Item("Research paper", "document", True, loc, None, False, None,
+                                     f"{cite('paper')}; the paper and its license are not in the snapshot")
+    if "dataset" in claims:
+        loc = ", ".join(f"https://huggingface.co/datasets/{c['value']}" for c in claims["dataset"])
+        out["Datasets"] = Item("Datasets", "data", True, loc, None, False, None,
+                               f"{cite('dataset')}; the data and its license are not in the snapshot")
+        out["Data card"] = Item("Data card", "document", True, loc, None, False, None,
+                                "the card of the linked dataset repository (not in the snapshot, not read)")
+    if "revision" in claims:
+        revs = [c["value"] for c in claims["revision"]]
+        out["Model parameters (Intermediate)"] = Item(
+            "Model parameters (Intermediate)", "data", True, f"revisions {', '.join(revs[:3])}"
+            f"{f' … ({len(revs)} in all)' if len(revs) > 3 else ''}", lic, False, None,
+            f"{cite('revision')}; the checkpoints are not in the snapshot")
+    if "evaluation" in claims and readme_sha:
+        out["Evaluation results"] = Item("Evaluation results", "document", True, "README.md", lic, False, readme_sha,
+                                         f"{cite('evaluation')}; not traced to an evaluation run")
+    return out
+
+
+TRAINING_SECTION = re.compile(r"train\w*\s+(?:procedure|details|hyper-?parameters|setup)|hyper-?parameters", re.I)
+
+
+def _card_facts(root: Path, text: str, claims: dict, groups: dict, fine_tuned: bool) -> dict:
+    """doc_facts checks on the documents the snapshot holds (card, technical report, datasheets)."""
+    docs = {"README.md": text}
+    for rel in groups.get("Technical report", []) + groups.get("Research paper", []):
+        if rel.lower().endswith((".md", ".txt", ".tex")):
+            docs[rel] = safe_read.read_text(root / rel, errors="replace")
+    facts = {"modelcard": doc_facts.modelcard(text, "README.md", fine_tuned),
+             "hardware_architecture": doc_facts.hardware(docs)}
+    sheets = {rel: safe_read.read_text(root / rel, errors="replace")
+              for rel in groups.get("Data card", []) if rel.lower().endswith((".md", ".txt"))}
+    if sheets:
+        facts["datasheet"] = doc_facts.datasheet(sheets)
+    sections = [t for t, _ in card_claims.section_text(card_claims.strip(text), TRAINING_SECTION)]
+    if sections:
+        facts["training_procedure"] = f"README.md section '{sections[0]}'"
+    if claims.get("peer_reviewed"):
+        facts["peer_reviewed"] = claims["peer_reviewed"][0]["value"]
+    return facts
 
 
 def _mof_order() -> list[str]:
@@ -290,7 +365,7 @@ def _config(root: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safe_read.load_json(path)
     except ValueError as err:
         raise SnapshotError(f"{path}: not valid JSON: {err}") from None
     return data if isinstance(data, dict) else {}

@@ -35,6 +35,7 @@ import re
 import yaml
 
 from model_card.licenses import OPEN_DATA, _spdx
+from model_card.safe_read import SafeYamlLoader, read_text, yaml_load
 
 # (cid, name, type, class, required) -- mof.settings.yml as described in the research note §2.1.
 COMPONENTS: tuple[tuple[int, str, str, int, bool], ...] = (
@@ -90,8 +91,8 @@ NO_LICENSE = "unlicensed"
 # --------------------------------------------------------------------------------------------
 # YAML, read as Symfony's parser reads it (quirk 10)
 # --------------------------------------------------------------------------------------------
-class MotLoader(yaml.SafeLoader):
-    """SafeLoader with Symfony semantics: only true/false (any case) are booleans -- `yes`, `no`,
+class MotLoader(SafeYamlLoader):
+    """SafeLoader (with the audit's guards: no anchors/aliases, bounded nesting) and Symfony semantics: only true/false (any case) are booleans -- `yes`, `no`,
     `on`, `off` stay strings -- and a duplicate mapping key is an error. Dates stay strings
     (Symfony would give a Unix timestamp for an unquoted date; the evaluation never reads them)."""
 
@@ -119,8 +120,7 @@ MotLoader.add_implicit_resolver(
 
 def load_record(path) -> dict:
     """Read a MOT model record (models/*.yml) as the tool does."""
-    with open(path, encoding="utf-8") as fh:
-        record = yaml.load(fh, Loader=MotLoader)  # noqa: S506 -- MotLoader is a SafeLoader
+    record = yaml_load(read_text(path), MotLoader, str(path))  # bounded, regular file, no aliases
     if not isinstance(record, dict):
         raise ValueError(f"{path}: not a MOT record (top level is not a mapping)")
     return record

@@ -12,6 +12,13 @@ or a base/end model split. Policy (never guess "open"):
 - a document parameter whose "open" level needs comprehensiveness the record cannot show
   (model card, datasheet, preprint) is "partial" when the document is present (present proves
   more than "none", nothing proves "comprehensive"), "closed" when absent;
+- documentation parameters come from checked facts when the collector recorded them
+  (`lineage["facts"]`, model_card.doc_facts: model card sections, Gebru's datasheet sections, a stated
+  hardware and training setup, README/docs/docstrings of the source archive); a document only claimed
+  (linked from a card) is "partial": it cannot be checked (a stated limit, model_card.limits);
+- preprint: an archived research paper (in the release or cited by the card) is "open", a technical
+  report alone "partial"; paper (peer review): "open" only for a venue the evidence names;
+- licenses: a part claimed by a link carries no license in the evidence: "unknown", neither open nor not;
 - the record describes one model: note §3.2 datasources_basemodel "mirrors end model if no
   base/end distinction"; weights are mirrored the same way. When the lineage names an external
   base model (`lineage["base_model"]`), the base-model parameters are "closed" (no evidence).
@@ -86,9 +93,23 @@ def _trainingcode(ev: Evidence) -> dict:
     return _p("closed", [], "no data processing or training code released")
 
 
-def _doc(ev: Evidence, components: tuple[str, ...], what: str) -> dict:
-    """Presence-only document parameters (modelcard, datasheet, preprint): see module docstring."""
+def _fact(ev: Evidence, key: str, items: list[Item | None]) -> dict | None:
+    """A parameter from a checked fact (model_card.doc_facts), when the collector recorded one."""
+    fact = ((ev.lineage or {}).get("facts") or {}).get(key)
+    if not fact:
+        return None
+    return _p(fact["level"], [i for i in items if i is not None], fact["why"])
+
+
+def _doc(ev: Evidence, components: tuple[str, ...], what: str, fact: str | None = None) -> dict:
+    """Document parameters (modelcard, datasheet): the checked sections when a fact was recorded,
+    else presence only (see module docstring)."""
     rel = [i for i in (_released(ev, c) for c in components) if i is not None]
+    if fact and rel and (checked := _fact(ev, fact, rel)) is not None:
+        return checked
+    if rel and all(i.status == "claimed" for i in rel):
+        return _p("partial", rel, f"{rel[0].component} claimed at {rel[0].location}; not in the audited files, so "
+                                  f"whether it is {what} cannot be checked (a stated limit)")
     if rel:
         return _p("partial", rel, f"{' / '.join(i.component for i in rel)} present; whether it is {what} "
                                   "is not in the evidence record, so not open")
@@ -110,17 +131,65 @@ def _licenses(ev: Evidence) -> dict:
         if not rel:
             continue  # not available
         items += rel
-        n_open = sum(is_open(spdx_id(i.license)) for i in rel)
-        status[part] = "fully" if n_open == len(rel) else "partially" if n_open else "not"
-    desc = "; ".join(f"{p}: {s} open ({', '.join(str(i.license) for i in items if i.component in parts[p])})"
+        known = [i for i in rel if i.license or i.status != "claimed"]
+        if not known:  # only claimed by a link: its license is not in the evidence (a stated limit, not "not open")
+            status[part] = "unknown"
+            continue
+        n_open = sum(is_open(spdx_id(i.license)) for i in known)
+        status[part] = "fully" if n_open == len(known) else "partially" if n_open else "not"
+    desc = "; ".join(f"{p}: license not in the evidence (claimed at "
+                     f"{', '.join(str(i.location) for i in items if i.component in parts[p])})" if s == "unknown" else
+                     f"{p}: {s} open ({', '.join(str(i.license) for i in items if i.component in parts[p])})"
                      for p, s in status.items())
     if not status:
         return _p("closed", [], "unclear: no weights, training code or training data released")
     if all(s == "fully" for s in status.values()):
         return _p("open", items, "all available parts under open licenses: " + desc)
-    if sum(s != "not" for s in status.values()) >= 2:
+    if "unknown" in status.values() and all(s in ("fully", "unknown") for s in status.values()):
+        return _p("partial", items, "the parts whose license is in the evidence are open; the license of the linked "
+                                    "parts is not (claimed only): " + desc)
+    if sum(s in ("fully", "partially") for s in status.values()) >= 2:
         return _p("partial", items, "some parts under open licenses: " + desc)
     return _p("closed", items, "not open: " + desc)
+
+
+def _code_docs(ev: Evidence) -> dict:
+    """"Is that code comprehensively documented?" From the checked source archive (README, docs, docstrings)
+    when the collector had one. Code that is only linked from a card: partial when the card documents the
+    training procedure ("some steps documented"), the linked repository's own documentation being unread."""
+    code = [i for i in (_released(ev, c) for c in TRAINING_CODE) if i is not None]
+    if (checked := _fact(ev, "code", code)) is not None:
+        return checked
+    linked = [i for i in code if i.status == "claimed"]
+    training = ((ev.lineage or {}).get("facts") or {}).get("training_procedure")
+    if linked and training:
+        return _p("partial", linked, f"code linked from the card ({linked[0].location}) and its training procedure "
+                                     f"documented ({training}); the linked repository's documentation is not read")
+    return _p("closed", code, f"{NO_EVIDENCE}: no documentation of the code was checked")
+
+
+def _preprint(ev: Evidence, paper: Item | None) -> dict:
+    """"Archived preprint(s) covering data processing, training and tuning?" A research paper about this
+    model (in the release, or cited by the card as arXiv/DOI) is open: its coverage is a stated limit, not
+    checked. A technical report alone (not an archived preprint) is partial."""
+    if paper is not None:
+        where = "in the release" if paper.status != "claimed" else "cited by the card"
+        return _p("open", [paper], f"research paper {where}: {paper.location}" + (f" ({paper.note})" if paper.note else ""))
+    report = _released(ev, "Technical report")
+    if report is not None:
+        return _p("partial", [report], f"a technical report ({report.location}) but no archived preprint: "
+                                       "only partly the archived paper the index asks for")
+    return _p("closed", [], f"{NO_EVIDENCE}: no research paper or technical report")
+
+
+def _peer_reviewed(ev: Evidence, paper: Item | None) -> dict:
+    """"Peer-reviewed paper(s) covering the whole system?" Only a venue the evidence names counts
+    (a BibTeX booktitle/journal that is not arXiv); whether a venue reviewed it is a stated limit."""
+    venue = ((ev.lineage or {}).get("facts") or {}).get("peer_reviewed")
+    if paper is not None and venue:
+        return _p("open", [paper], f"published at {venue}")
+    return _p("closed", [paper] if paper else [],
+              f"{NO_EVIDENCE}: no peer-reviewed venue is named" + (" (the research paper is a preprint)" if paper else ""))
 
 
 def evaluate(ev: Evidence) -> dict:
@@ -138,21 +207,15 @@ def evaluate(ev: Evidence) -> dict:
         "weights_basemodel": dict(base_weights),
         "weights_endmodel": end_weights,
         "trainingcode": _trainingcode(ev),
-        # "Is that code comprehensively documented?": documentation quality is not in the record.
-        "code": _p("closed", [], f"{NO_EVIDENCE}: code documentation is not in the evidence record"),
-        # "Is the hardware/training setup documented?": no component records it.
-        "hardware_architecture": _p("closed", [], f"{NO_EVIDENCE}: hardware/training setup documentation "
-                                                  "is not in the evidence record"),
-        # "Archived preprint(s) covering data processing, training and tuning?"
-        "preprint": _doc(ev, ("Research paper", "Technical report"),
-                         "an archived preprint covering all major parts"),
-        # "Peer-reviewed paper(s) covering the whole system?": peer review is not in the record.
-        "paper": _p("closed", [paper] if paper else [],
-                    f"{NO_EVIDENCE}: peer review is not recorded" + (" (a research paper is present)" if paper else "")),
+        "code": _code_docs(ev),
+        "hardware_architecture": _fact(ev, "hardware_architecture", []) or _p(
+            "closed", [], f"{NO_EVIDENCE}: no statement of the hardware or training setup was found"),
+        "preprint": _preprint(ev, paper),
+        "paper": _peer_reviewed(ev, paper),
         "modelcard": _doc(ev, ("Model card",), "a comprehensive standardized card "
-                          "(architecture, training, fine-tuning, evaluation)"),
+                          "(architecture, training, fine-tuning, evaluation)", fact="modelcard"),
         "datasheet": _doc(ev, ("Data card",), "a comprehensive datasheet (Gebru et al. 2021) or "
-                          "an AI Act Art. 53(1)(d) summary"),
+                          "an AI Act Art. 53(1)(d) summary", fact="datasheet"),
         "licenses": _licenses(ev),
     }
     assert tuple(params) == PARAMETERS

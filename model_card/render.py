@@ -7,7 +7,9 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from . import mof, mof_export, nextcloud, osai_index, osaid
+from markupsafe import Markup
+
+from . import limits, mof, mof_export, nextcloud, osai_index, osaid, untrusted
 from .evidence import Evidence
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -15,11 +17,14 @@ BADGE_FILL = {"green": "#2e7d32", "yellow": "#f9a825", "orange": "#ef6c00", "red
 
 
 def env(autoescape: bool = False) -> Environment:
-    # HTML escapes everything (an audited card's metadata is untrusted text); Markdown is not HTML.
+    # HTML escapes everything (an audited card's metadata is untrusted text) and strips control characters
+    # (ANSI escapes) from it; Markdown is not HTML: its template passes untrusted values through `| cell`.
     e = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
-                    trim_blocks=True, lstrip_blocks=True, autoescape=autoescape)
-    # A Markdown table cell holds one line and no bare `|` (snapshot metadata may contain either).
-    e.filters["cell"] = lambda v: " ".join(str(v).split()).replace("|", "\\|")
+                    trim_blocks=True, lstrip_blocks=True, autoescape=autoescape,
+                    finalize=(lambda v: v if isinstance(v, Markup) or not isinstance(v, str) else untrusted.plain(v))
+                    if autoescape else None)
+    # A Markdown table cell holds one line, no bare `|`, no HTML and no control character (untrusted.md).
+    e.filters["cell"] = untrusted.md
     return e
 
 
@@ -33,13 +38,15 @@ def audit(ev: Evidence, mot_record: dict | None = None) -> dict:
     """
     # The class algorithm reads no name or date.
     m = mof.evaluate(mot_record if mot_record is not None else mof_export.to_record(ev, ev.source))
+    evidence = ev.to_dict()
     return {
+        "limits": limits.stated(evidence),
         "osaid": osaid.evaluate(ev),
         "mof": {"class": m["class"], "label": m["label"], "progress": m["progress"],
                 "components": m["components"], "warnings": m["warnings"]},
         "osai_index": osai_index.evaluate(ev),
         "nextcloud": nextcloud.rate(ev),
-        "evidence": ev.to_dict(),
+        "evidence": evidence,
     }
 
 

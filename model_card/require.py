@@ -6,6 +6,8 @@ One small grammar shared by `lucie audit --require` and the publish stage's `pub
   mof-class=N           MOF class N or better (1 is the most open; 0 = unclassified never passes)
   nextcloud=COLOR       Nextcloud traffic light COLOR or better (green > yellow > orange > red)
   osai-index>=X         European Open Source AI Index mean score at least X (0..1)
+  reproduced            `lucie verify` re-ran every stage behind the release and reproduced its outputs
+                        (evidence.reproduction.status; a stale, failed or missing verification fails)
 
 A requirement that does not parse is an error (a typo must not turn a gate into a no-op).
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import re
 
 NEXTCLOUD_ORDER = ["green", "yellow", "orange", "red"]
-_SYNTAX = re.compile(r"^(?P<key>osaid|mof-class|nextcloud|osai-index)(?:(?P<op>>=|=)(?P<value>.+))?$")
+_SYNTAX = re.compile(r"^(?P<key>osaid|mof-class|nextcloud|osai-index|reproduced)(?:(?P<op>>=|=)(?P<value>.+))?$")
 
 
 class RequirementError(ValueError):
@@ -24,9 +26,10 @@ class RequirementError(ValueError):
 def parse(req: str) -> tuple[str, str | None]:
     m = _SYNTAX.match(req.strip().lower())
     if not m:
-        raise RequirementError(f"unknown requirement {req!r}; use osaid, mof-class=N, nextcloud=COLOR, osai-index>=X")
+        raise RequirementError(f"unknown requirement {req!r}; use osaid, mof-class=N, nextcloud=COLOR, osai-index>=X, "
+                               "reproduced")
     key, op, value = m["key"], m["op"], m["value"]
-    expected_op = {"osaid": None, "mof-class": "=", "nextcloud": "=", "osai-index": ">="}[key]
+    expected_op = {"osaid": None, "mof-class": "=", "nextcloud": "=", "osai-index": ">=", "reproduced": None}[key]
     if op != expected_op:
         raise RequirementError(f"requirement {req!r}: {key} takes {'no value' if expected_op is None else expected_op + 'VALUE'}")
     if key == "mof-class" and value not in {"1", "2", "3"}:
@@ -64,4 +67,8 @@ def failures(card: dict, requirements: list[str]) -> list[str]:
             got = card["osai_index"]["score"]
             if got < float(value):
                 out.append(f"osai-index>={value}: score is {got:.3f}")
+        elif key == "reproduced":
+            rep = card["evidence"].get("reproduction") or {"status": "none", "summary": "no verification result"}
+            if rep["status"] != "reproduced":
+                out.append(f"reproduced: reproduction is {rep['status']} ({rep.get('summary', '')})")
     return out

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from stages.core import files
@@ -156,7 +155,8 @@ def build_mix(parts, filter_strings: list[str], total: int, seed: int, root: Pat
 
 def common_args(seed: int, out: str) -> dict:
     return dict(output_dir=out, report_to="none", save_strategy="no", use_cpu=True, dataloader_num_workers=0,
-                disable_tqdm=True, logging_steps=1, seed=seed, data_seed=seed)
+                disable_tqdm=True, logging_steps=1, seed=seed, data_seed=seed,
+                logging_nan_inf_filter=False)  # NonFiniteGuard must see a NaN loss, not the running mean
 
 
 def first_last(history: list[dict], key: str) -> tuple[float | None, float | None]:
@@ -170,6 +170,8 @@ def run(ctx: StageContext) -> None:
     from transformers import AutoModelForCausalLM, GenerationConfig, PrinterCallback
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+    from stages.lib.training.align_guard import NonFiniteGuard
+
     p, seed = ctx.params.align, ctx.params.seed
     # Every input is read and checked before the first training step.
     sft_rows, mix = build_mix(p.sft.mix, p.sft.filter_strings, p.sft.max_steps * p.sft.batch_size, seed, ctx.root)
@@ -179,13 +181,14 @@ def run(ctx: StageContext) -> None:
     tok = instruct_tokenizer(ctx.path(BASE))
     model = AutoModelForCausalLM.from_pretrained(str(ctx.path(BASE)), dtype=torch.float32)
 
-    with tempfile.TemporaryDirectory() as work:
+    with files.scratch_dir(ctx.path(".lucie/align")) as work:  # not /tmp: a killed run's is removed by the next
         sft = SFTTrainer(
             model=model, processing_class=tok, train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in sft_rows]),
             args=SFTConfig(max_steps=p.sft.max_steps, per_device_train_batch_size=p.sft.batch_size,
                            learning_rate=p.sft.lr, lr_scheduler_type="cosine_with_min_lr",
                            lr_scheduler_kwargs={"min_lr": p.sft.min_lr}, max_length=p.sft.max_length,
                            assistant_only_loss=True, **common_args(seed, f"{work}/sft")),
+            callbacks=[NonFiniteGuard("SFT", "align.sft")],
         )
         sft.remove_callback(PrinterCallback)  # per-step dicts on stdout; the history goes to MLflow instead
         sft.train()
@@ -198,6 +201,7 @@ def run(ctx: StageContext) -> None:
             args=DPOConfig(max_steps=p.dpo.max_steps, per_device_train_batch_size=p.dpo.batch_size,
                            learning_rate=p.dpo.lr, beta=p.dpo.beta, loss_type=[p.dpo.loss_type],
                            max_length=p.dpo.max_length, **common_args(seed, f"{work}/dpo")),
+            callbacks=[NonFiniteGuard("DPO", "align.dpo")],
         )
         dpo.remove_callback(PrinterCallback)
         dpo.train()

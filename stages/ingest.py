@@ -21,6 +21,7 @@ import glob
 import itertools
 import json
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -55,6 +56,16 @@ def _files(root: Path, src: Source) -> list[Path]:
     files = sorted(Path(p) for p in glob.glob(str(root / src.path)))
     if not files:
         raise SourceUnavailable(f"source {src.name!r}: no file matches {src.path!r}")
+    for f in files:  # a directory or a symlink loop would fail deep inside a task, as a long traceback
+        try:
+            mode = os.stat(f).st_mode
+        except OSError as err:  # ELOOP (a symlink loop), a dangling link
+            mode, why = 0, f"unreadable ({err.strerror.lower()})"
+        else:
+            why = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        if not stat.S_ISREG(mode):
+            raise SourceUnavailable(f"source {src.name!r}: {os.path.relpath(f, root)} is {why}; data.sources[].path "
+                                    f"must match files (e.g. {src.path.rstrip('/')}/*.{src.format})")
     return files
 
 

@@ -28,7 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from stages.core.params import Launch, Params, load
+from stages.core.params import Launch, Params, ParamsError, load
 
 MODULE = "stages.pretrain"
 
@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run", action="store_true", help="execute the command (replaces this process)")
     ap.add_argument("args", nargs="*", help="passed to stages.pretrain (after --)")
     a = ap.parse_args(argv)
-    p = load(params_path(Path.cwd()))
+    try:
+        p = load(params_path(Path.cwd()))
+    except ParamsError as err:  # one line(s) naming the key, exit 2, as every stage does
+        print(f"launch: {err}", file=sys.stderr)
+        sys.exit(2)
     if a.sbatch:
         sys.stdout.write(sbatch_script(p, a.args))
         return

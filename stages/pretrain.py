@@ -39,7 +39,7 @@ import os
 import shutil
 import signal
 
-from stages.core import files
+from stages.core import files, tracking
 from stages.core.params import load
 from stages.core.runtime import EXIT_STAGE_ERROR, StageContext, StageError, console, params_path, quiet_libraries, stage
 from stages.lib.phases import LAYOUT, PHASES, phase_of
@@ -52,16 +52,21 @@ from stages.lib.training.trainer import TOKENIZER_DIR, Result, Trainer, make_acc
 KILL_ENV, HOOK_ENV = "LUCIE_PRETRAIN_KILL_AFTER", "LUCIE_PRETRAIN_KILL_AT"
 
 
-def kill_after(step: int):
-    """An after_step callback for the resume tests: the process dies right after step `step` is checkpointed."""
+def kill_after(step: int, sig: int = signal.SIGKILL):
+    """An after_step callback for the resume tests: the process dies (or, with SIGSTOP, stops until a scancel)
+    right after step `step` is checkpointed."""
     def callback(done: int) -> None:
         if done == step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sig)
     return callback
 
 
 def test_hooks() -> tuple:
-    return (kill_after(int(os.environ[KILL_ENV])),) if os.environ.get(KILL_ENV) else ()
+    """LUCIE_PRETRAIN_KILL_AFTER=N (SIGKILL) or N:SIGSTOP (tests/test_slurm.py scancels the stopped job)."""
+    if not os.environ.get(KILL_ENV):
+        return ()
+    step, _, sig = os.environ[KILL_ENV].partition(":")
+    return (kill_after(int(step), getattr(signal, sig or "SIGKILL")),)
 
 
 def kill_point(name: str) -> None:
@@ -186,8 +191,6 @@ def run(ctx: StageContext, phase: str = "main", allow_mismatch: bool = False, fr
 @contextlib.contextmanager
 def worker_stage(name: str):
     """Ranks other than 0: same params, no MLflow run (rank 0 logs the global numbers), errors as one line."""
-    from stages.core import tracking
-
     quiet_libraries()
     root = files.root()
     params = load(params_path(root))

@@ -70,9 +70,10 @@ def _tree(root: Path) -> dict[str, Path]:
 def repo_files(release: Path, sub: str) -> dict[str, Path]:
     """What one Hub repo's main branch receives: path in the repo -> file in release/."""
     files = _tree(release / sub)
+    # Every repo carries the release card and manifest: audited alone, it rates as the release (model_card.published_repo).
+    files.update({f"openness/{f.name}": f for f in sorted((release / "openness").iterdir()) if f.is_file()})
+    files["release_manifest.json"] = release / "MANIFEST.json"
     if sub == "model":
-        files.update({f"openness/{f.name}": f for f in sorted((release / "openness").iterdir()) if f.is_file()})
-        files["release_manifest.json"] = release / "MANIFEST.json"
         if (release / "code").is_dir():  # the source archive the card rates as released
             files.update({f"code/{k}": f for k, f in _tree(release / "code").items()})
     return files
@@ -127,8 +128,12 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
 
     if not (release / "MANIFEST.json").is_file():
         raise PublishError(f"{release} is not a release directory (no MANIFEST.json); run the release stage first")
-    manifest = files.read_json(release / "MANIFEST.json")
-    recorded = manifest["files"]
+    try:
+        manifest = files.read_json(release / "MANIFEST.json")
+        recorded = manifest["files"]
+    except (ValueError, KeyError, TypeError):  # corrupted: one line, not a traceback
+        raise PublishError(f"{release}/MANIFEST.json is not a release manifest (not JSON with `files`); "
+                           "rebuild the release (`dvc repro release`)") from None
     keys = tree_keys(release, branches)
     rel = Release(release, keys, {k: tree_files(release, k) for k in keys}, lineage=manifest.get("lineage", {}))
     for src in sorted({f for listed in rel.files.values() for f in listed.values()}):
@@ -146,11 +151,17 @@ def check(release: Path, requirements: list[str], branches: bool = True) -> Rele
     card_file = release / "openness" / "openness.json"
     if not card_file.is_file():
         rel.problems.append("card: openness/openness.json is missing")
-    elif card_file.read_text(encoding="utf-8") != render.to_json(rel.card):
+    elif card_file.read_bytes() != render.to_json(rel.card).encode("utf-8"):
         # Byte-equal, so an edited card cannot pass; say whether the ratings themselves moved.
-        shipped = json.loads(card_file.read_text(encoding="utf-8"))
-        moved = [k for k in ("osaid", "mof", "osai_index", "nextcloud") if shipped.get(k) != rel.card[k]]
-        rel.problems.append("card: openness/openness.json differs from the card recomputed from the release "
+        try:
+            shipped = json.loads(card_file.read_bytes())
+        except ValueError:
+            shipped = None
+        moved = [k for k in ("osaid", "mof", "osai_index", "nextcloud")
+                 if not isinstance(shipped, dict) or shipped.get(k) != rel.card[k]]
+        rel.problems.append("card: openness/openness.json is not a JSON card (corrupted); rebuild the release "
+                            "(`dvc repro release`)" if not isinstance(shipped, dict) else
+                            "card: openness/openness.json differs from the card recomputed from the release "
                             f"(`lucie audit release`; {'ratings differ: ' + ', '.join(moved) if moved else 'same ratings, other fields differ'}); "
                             "rebuild the release (`dvc repro release`) if the model_card code changed")
     rel.problems += [f"publish.require: {f}" for f in failures(rel.card, requirements)]

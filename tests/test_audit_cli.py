@@ -50,7 +50,9 @@ def test_the_json_contract(tmp_path):
         res = audit(path, "-f", "json")
         assert res.exit_code == 0, res.output
         card = json.loads(res.stdout)
-        assert set(card) == {"osaid", "mof", "osai_index", "nextcloud", "evidence"}
+        assert set(card) == {"limits", "osaid", "mof", "osai_index", "nextcloud", "evidence"}
+        assert all(set(lim) == {"key", "question", "checked", "affects"} for lim in card["limits"])
+        assert {"datasheet", "peer_review"} <= {lim["key"] for lim in card["limits"]}  # named, not scored silently
         assert isinstance(card["osaid"]["compliant"], bool)
         assert all(set(f) == {"element", "why"} for f in card["osaid"]["failures"])
         assert card["mof"]["class"] in (0, 1, 2, 3) and set(card["mof"]["progress"]) == {"1", "2", "3"}

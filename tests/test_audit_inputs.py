@@ -128,8 +128,13 @@ def test_lucie_like_snapshot_present_and_claimed_items(tmp_path):
     assert data.location == "https://huggingface.co/datasets/OpenLLM-France/Lucie-Training-Dataset"
     assert ev.get("Research paper").location == "https://arxiv.org/abs/2503.12294"
     assert ev.get("Model metadata").location == "config.json" and ev.get("Model card").status == "present"
-    for absent in ("Training code", "Data card", "Technical report", "Evaluation results"):
+    for absent in ("Technical report", "Evaluation results"):
         assert ev.get(absent).status == "absent"
+    # What the card states is claimed evidence, citing it (issue 17): the training code link, the dataset's card.
+    code = ev.get("Training code")
+    assert (code.status, code.location, code.license) == ("claimed", "https://github.com/OpenLLM-France/Lucie-Training", None)
+    assert "the card states: \"Training code: https://github.com" in code.note
+    assert ev.get("Data card").status == "claimed"
     assert ev.lineage["license"] == {"id": "apache-2.0", "from": "card metadata", "files": {"LICENSE": "Apache-2.0"}}
     assert ev.lineage["code_references"] == ["https://github.com/OpenLLM-France/Lucie-Training"]
     assert ev.lineage["files"]["tokenizer.json"] == {"bytes": 2, "sha256": hashlib.sha256(b"{}").hexdigest()}

@@ -506,3 +506,24 @@ def test_a_killed_run_with_skip_completed_resumes_and_gives_the_uninterrupted_by
     assert f"[ingest] resuming: {len(done)} of 4 tasks already finished" in rerun.stderr
     assert _outputs(killed) == _outputs(ref)
     assert not (killed / "data/.raw.tasks").exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink-loop", "dangling"])
+def test_a_source_path_that_is_not_a_file_is_one_line(make_ctx, tmp_path, kind):
+    """issue 16.9: a directory or a symlink loop as a JSONL source gave a 178-line traceback."""
+    src = tmp_path / "src"
+    src.mkdir()
+    bad = src / "b.jsonl"
+    if kind == "directory":
+        bad.mkdir()
+    elif kind == "symlink-loop":
+        bad.symlink_to(src / "c.jsonl")
+        (src / "c.jsonl").symlink_to(bad)
+    else:
+        bad.symlink_to(src / "nowhere.jsonl")
+    ctx = make_ctx("ingest", {"data.sources": [{"name": "s", "path": "src/*.jsonl", "license": "CC0-1.0"}]}, root=tmp_path)
+    with pytest.raises(ingest.SourceUnavailable) as exc:
+        ingest.run(ctx)
+    msg = str(exc.value)
+    assert "src/b.jsonl" in msg and "\n" not in msg
+    assert {"directory": "is a directory", "symlink-loop": "symbolic links", "dangling": "no such file"}[kind] in msg

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lucie.cli import app
-from lucie.mix_plan_cmd import StatsError, canonical_name, data_path, read_stats
+from lucie.mix_plan_cmd import StatsError, canonical_name, read_stats
 from repo_copy import PROJECT
 from stages.lib.mixing import schedule
 from stages.lib.mix_plan import Part, plan, round_half_even

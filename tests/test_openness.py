@@ -69,7 +69,7 @@ def test_code_built_from_a_modified_worktree_is_only_claimed(tmp_path):
 
 def test_the_audit_covers_all_four_frameworks_and_names_what_is_missing(tmp_path):
     card = render.audit(collect_release(release_tree(tmp_path)))
-    assert set(card) == {"osaid", "mof", "osai_index", "nextcloud", "evidence"}
+    assert set(card) == {"limits", "osaid", "mof", "osai_index", "nextcloud", "evidence"}
     # The small tree has no supporting-libraries component: OSAID must say exactly that.
     assert not card["osaid"]["compliant"]
     assert any("Supporting libraries and tools" in f["why"] for f in card["osaid"]["failures"])

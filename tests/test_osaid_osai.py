@@ -172,12 +172,14 @@ def test_osai_fully_open_release():
     assert r["score"] == pytest.approx(7 / 12) == pytest.approx(0.58333, abs=1e-5)
 
 
-def test_osai_research_paper_counts_for_preprint_partial_never_for_peer_reviewed_paper():
+def test_osai_research_paper_counts_for_preprint_open_never_for_peer_reviewed_paper():
+    # Issue 13.4: an archived paper about the model makes the preprint open (coverage is a stated limit);
+    # peer review stays closed unless a venue is named.
     r = osai_index.evaluate(record(extra=("Research paper",)))
-    assert r["parameters"]["preprint"]["level"] == "partial"
+    assert r["parameters"]["preprint"]["level"] == "open"
     assert r["parameters"]["paper"]["level"] == "closed"
     assert r["parameters"]["paper"]["why"].startswith("no evidence")
-    assert r["score"] == pytest.approx(7.5 / 12)  # 7 as above + preprint 0.5
+    assert r["score"] == pytest.approx(8 / 12)  # 7 as above + preprint 1
 
 
 def test_osai_llama_weights_data_documented_not_shared():

@@ -101,3 +101,13 @@ def test_cli_prints_the_command_and_the_script(tmp_path):
 def test_sbatch_script_for_the_cpu_tiny_recipe_requests_no_gpu():
     script = launch.sbatch_script(parse(yaml.safe_load((PROJECT / "recipes" / "tiny.yaml").read_text())))
     assert "--gres" not in script and "export ACCELERATE_USE_CPU=true" in script.splitlines()
+
+
+def test_cli_invalid_params_is_a_short_error_exit_2(tmp_path):
+    """`--run` (or any mode) with invalid params: the ParamsError naming the key, no traceback, exit 2 (issue 16.9)."""
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw["pretrain"]["lr"] = float("inf")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    out = subprocess.run([sys.executable, "-m", "stages.launch", "--run"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 2 and "pretrain.lr" in out.stderr and "Traceback" not in out.stderr, out.stderr

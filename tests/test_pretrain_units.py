@@ -127,13 +127,13 @@ def test_mesh_dims_and_the_sharded_path_on_cpu():
     from stages.lib.training.parallel import mesh_dims
 
     p7 = recipe("lucie-7b").pretrain
-    assert mesh_dims(p7.launch.parallelism) == (("dp_replicate", "dp_shard"), (128, 4))
-    one = p7.launch.parallelism.model_copy(update={"dp_replicate_size": 1, "dp_shard_size": 1, "sharded": True})
+    assert mesh_dims(p7.launch.parallelism) == (("dp_replicate", "dp_shard", "tp"), (32, 4, 4))
+    one = p7.launch.parallelism.model_copy(update={"dp_replicate_size": 1, "dp_shard_size": 1, "tp_size": 1, "sharded": True})
     assert one.enabled and mesh_dims(one) == (("dp_shard",), (1,))
     with pytest.raises(StageError, match="no CUDA device"):  # lucie-7b asks for nccl
         trainer.make_accelerator(p7)
     cpu = p7.model_copy(update={"launch": p7.launch.model_copy(update={"backend": "gloo"})})
-    with pytest.raises(StageError, match=r"asks for 128 x 4 x 1 processes but 1 were launched"):
+    with pytest.raises(StageError, match=r"asks for 32 x 4 x 4 processes but 1 were launched"):
         trainer.make_accelerator(cpu)
 
 

@@ -196,3 +196,27 @@ def test_git_blob_id_is_gits(tmp_path):
     (tmp_path / "f").write_bytes(b"hello\n" * 1000)
     want = subprocess.run(["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True, check=True).stdout.strip()
     assert publish.git_blob_id(tmp_path / "f") == want
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe garbage"])
+def test_a_corrupted_card_is_one_problem_not_a_traceback(tmp_path, content):
+    """issue 16.9: a corrupted openness.json made publish raise JSONDecodeError."""
+    r = make_release(tmp_path)
+    (r / "openness/openness.json").write_bytes(content)
+    (msg,) = publish.check(r, []).problems
+    assert msg.startswith("card: openness/openness.json is not a JSON card (corrupted)")
+
+
+def test_a_corrupted_manifest_is_a_publish_error(tmp_path):
+    r = make_release(tmp_path)
+    (r / "MANIFEST.json").write_text("{trunc")
+    with pytest.raises(publish.PublishError, match="MANIFEST.json is not a release manifest"):
+        publish.check(r, [])
+
+
+def test_publish_can_gate_on_reproduction(tmp_path):
+    """issue 16.8: `publish.require: [reproduced]` refuses a release no `lucie verify` result covers."""
+    r = make_release(tmp_path)
+    (msg,) = publish.check(r, ["reproduced"]).problems
+    assert msg.startswith("publish.require: reproduced: reproduction is none")
+    assert publish.check(r, []).problems == []

@@ -80,7 +80,7 @@ def test_push_then_an_unchanged_release_makes_no_commit(project, hub):
     # Weights went through LFS (PUT, sha256 checked by the double), small text files inline.
     head = hub.repos[("models", MODEL)].commits[hub.history("models", MODEL)[0]]["files"]
     assert head["model.safetensors"].lfs and head["config.json"].lfs is None
-    assert ("PUT", f"/lfs-upload/{publish.io.sha256_file(r / 'model/model.safetensors')}") in [(m, p) for m, p, _ in hub.requests]
+    assert ("PUT", f"/lfs-upload/{publish.files.sha256_file(r / 'model/model.safetensors')}") in [(m, p) for m, p, _ in hub.requests]
     for kind, repo in hub.repos:
         assert hub.repos[(kind, repo)].tags == {"release-1f25c805eba6": hub.history(kind, repo)[0]}
         assert hub.repos[(kind, repo)].private  # publish.private: true
@@ -113,8 +113,13 @@ def test_a_new_release_commits_only_what_changed_and_deletes_what_is_gone(projec
     assert "training_logs/pretrain_loss.csv" in model_block
     res = cli(project, hub, "--yes", "--tag", "release-2")
     assert res.exit_code == 0, res.output
-    assert len(hub.history("models", MODEL)) == 3  # one more commit on the model repo ...
-    assert len(hub.history("models", INSTRUCT)) == 2 and len(hub.history("datasets", DATA)) == 2  # ... only
+    assert len(hub.history("models", MODEL)) == 3  # one more commit on each repo: every repo carries the
+    # release manifest and card (so it audits alone, model_card.published_repo), and only those changed there
+    for kind, repo in (("models", INSTRUCT), ("datasets", DATA)):
+        assert len(hub.history(kind, repo)) == 3
+        old, new = (hub.repos[(kind, repo)].commits[c]["files"] for c in hub.history(kind, repo)[:2][::-1])
+        assert {p for p in set(old) | set(new) if old.get(p) != new.get(p)} <= {
+            "release_manifest.json", "openness/openness.json", "openness/openness.md"}
     assert "training_logs/pretrain_loss.csv" not in hub.files("models", MODEL)
     assert hub.repos[("models", MODEL)].tags["release-2"] == hub.history("models", MODEL)[0]
     assert hub.repos[("models", INSTRUCT)].tags["release-2"] == hub.history("models", INSTRUCT)[0]

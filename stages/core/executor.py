@@ -31,18 +31,17 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow.parquet as pq
 
-from stages.core import files
+from stages.core import files, owned_dirs, proc_guard
 from stages.core.params import Executor, Params, load
 from stages.core.runtime import StageError
 
 TASK_RESULT = "task.json"  # written last by a task: its counters; its presence means the task finished
-RAY_PIN = 'ray[default]'  # what datatrove 0.10.1's `ray` extra installs; not in requirements.lock (hundreds of MB)
+RAY_PIN = "ray==2.60.0"  # pinned in requirements.lock and pyproject.toml (the core wheel is enough for the executor)
 
 
 class ExecutorError(StageError):
@@ -93,6 +92,13 @@ class TaskStep:
         self.work, self.staging = work, Path(staging)
 
     def __call__(self, data, rank: int = 0, world_size: int = 1):
+        if os.environ.get("DATATROVE_EXECUTOR") == "RAY":
+            # Ray's RankWorker runs the task in a process forked from the actor, which inherits Ray's SIGTERM
+            # handler; the pool's terminate() then made it shut Ray down from the fork and hang on a lock. The
+            # task's results are written before that; a plain SIGTERM ends the fork at once.
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         final = task_dir(self.staging, rank)
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -109,7 +115,10 @@ class TaskStep:
 
 # ---------------------------------------------------------------- executors from params
 def logging_dir(root: Path, p: Executor, stage: str) -> Path:
-    return (root / p.logging_dir / stage).resolve()
+    try:  # confined to the project: this folder is deleted on a fresh run (owned_dirs)
+        return owned_dirs.inside(root, str(Path(p.logging_dir) / stage), "executor.logging_dir")
+    except owned_dirs.NotOwned as err:
+        raise ExecutorError(str(err)) from None
 
 
 def build(p: Executor, pipeline: list, stage: str, root: Path):
@@ -143,9 +152,8 @@ def build(p: Executor, pipeline: list, stage: str, root: Path):
 def require_ray() -> None:
     if importlib.util.find_spec("ray") is None:
         raise ExecutorError(
-            f"executor.kind: ray needs the `ray` package, which is not installed (it is not in requirements.lock: "
-            f"hundreds of MB). Install it with `.venv/bin/pip install \"{RAY_PIN}\"` (datatrove's `ray` extra), "
-            f"or set executor.kind: local or slurm.")
+            f"executor.kind: ray needs the `ray` package, which is not installed: run `make setup` (requirements.lock "
+            f"pins {RAY_PIN}) or `.venv/bin/pip install \"{RAY_PIN}\"`, or set executor.kind: local or slurm.")
 
 
 def require_sbatch() -> None:
@@ -156,14 +164,17 @@ def require_sbatch() -> None:
 
 def _start(ex, p: Executor) -> None:
     if p.kind == "local":
+        proc_guard.children_die_with_me()  # datatrove's Manager process must not outlive a killed stage
         ex.run()
     elif p.kind == "slurm":
         # Outside an allocation, run() writes executor.pik + the sbatch script and submits the array; the stage
         # then waits for every task's completion mark, so `dvc repro` still sees one blocking command.
+        # A job that leaves the queue unfinished (scancel, failure) fails the stage instead of a wait forever.
+        from stages.core.slurm_jobs import wait_for_ranks
+
         require_sbatch()
         ex.run()
-        while ex.get_incomplete_ranks(skip_completed=True):
-            time.sleep(p.slurm.poll_seconds)
+        wait_for_ranks(ex, p.slurm.poll_seconds, ExecutorError)
     else:
         require_ray()
         import ray
@@ -216,8 +227,12 @@ def run_tasks(root: Path, p: Executor, stage: str, work: Callable[[int, int, Pat
                 mark.unlink()
         print(f"[{stage}] resuming: {len(done)} of {p.tasks} tasks already finished in {staging}", file=sys.stderr)
     else:
-        for d in (staging, log_dir):
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # derived from the output path: the project's own
+        try:
+            owned_dirs.remove(log_dir)  # never a folder the project did not make
+        except owned_dirs.NotOwned as err:
+            raise ExecutorError(f"executor.logging_dir: {err}") from None
+        owned_dirs.make(log_dir)
         staging.mkdir(parents=True)
         files.write_json(staging / RUN, fp)
     ex = build(p, [TaskStep(work, staging)], stage, root)
@@ -265,12 +280,13 @@ def task_results(root: Path, p: Executor, stage: str, work: Callable[[int, int, 
     """`with task_results(...) as dirs:` run_tasks, then the block merges the task folders into `out`. The
     staging folder is removed when the block succeeds, and after a failure too unless skip_completed keeps
     its finished tasks for the next run."""
-    try:
-        yield run_tasks(root, p, stage, work, out, inputs)
-    except BaseException:
-        cleanup(out, p, failed=True)
-        raise
-    cleanup(out, p)
+    with proc_guard.exclusive(root, stage):  # two direct runs would share the staging folder
+        try:
+            yield run_tasks(root, p, stage, work, out, inputs)
+        except BaseException:
+            cleanup(out, p, failed=True)
+            raise
+        cleanup(out, p)
 
 
 def describe(p: Executor) -> str:

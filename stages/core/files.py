@@ -21,6 +21,8 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stages.core import dir_swap
+
 # The document schema every data stage reads and writes (DESIGN.md "data contracts").
 DOC_SCHEMA = pa.schema(
     [
@@ -84,9 +86,11 @@ def remove(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temp directory that replaces `path` only if the block succeeds."""
+    """Yield an empty temp directory that replaces `path` only if the block succeeds; the swap keeps a
+    complete output (old or new) at every instant, and a failure leaves no temp directory (dir_swap)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    dir_swap.recover(path)  # a kill inside an earlier three-rename swap
     remove_stale_tmp(path)
     tmp = _tmp_sibling(path)
     remove(tmp)
@@ -96,8 +100,27 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         remove(tmp)
         raise
-    remove(path)
-    os.replace(tmp, path)
+    try:
+        dir_swap.replace(tmp, path)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def scratch_dir(path: str | Path) -> Iterator[Path]:
+    """A private work directory beside `path` (`.NAME.tmp-HOST-PID`), removed after the block; the one a
+    killed run left (never removed by /tmp's cleaner in time) is removed by the next run (remove_stale_tmp)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(path)
+    tmp = _tmp_sibling(path)
+    remove(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        remove(tmp)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

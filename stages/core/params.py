@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -24,8 +24,21 @@ def _not_above_lr(cls, v: float, info: ValidationInfo) -> float:
     return v
 
 
+def _types(annotation) -> set:
+    return {annotation} | {t for a in get_args(annotation) for t in _types(a)}
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No .inf/.nan anywhere: an infinite lr or eps trains to a NaN model with exit 0 (issue 16).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, v, info: ValidationInfo):
+        """`seed: true` is not the number 1: true/false only where the schema says bool."""
+        if isinstance(v, bool) and bool not in _types(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(v).lower()} is a boolean; this key takes a number or text")
+        return v
 
 
 # ---------------------------------------------------------------- data + ingest
@@ -231,7 +244,7 @@ class SlurmExecutor(Strict):
 
 
 class RayExecutor(Strict):
-    """datatrove's RayPipelineExecutor (needs `pip install "ray[default]"`, not in the lock). The stage connects
+    """datatrove's RayPipelineExecutor (`ray` is pinned in requirements.lock). The stage connects
     to `address` (null: a local Ray instance) before running the tasks."""
     address: str | None = None
     cpus_per_task: int = Field(default=1, gt=0)
@@ -263,6 +276,19 @@ class Executor(Strict):
             raise ValueError("must be >= 1, or -1 for as many as tasks")
         return v
 
+    @field_validator("logging_dir")
+    @classmethod
+    def _logging_dir(cls, v: str) -> str:
+        """Its `<stage>` folders are deleted on a fresh run: a path inside the project only."""
+        import posixpath
+
+        norm = posixpath.normpath(v.replace("\\", "/"))
+        if v.startswith(("/", "\\", "~")) or (len(v) > 1 and v[1] == ":"):
+            raise ValueError(f"{v!r} is absolute; give a path relative to the project (e.g. logs/datatrove)")
+        if norm in (".", "") or norm == ".." or norm.startswith("../"):
+            raise ValueError(f"{v!r} is not a folder inside the project (e.g. logs/datatrove)")
+        return v
+
 
 # ---------------------------------------------------------------- tokenizer + tokenize
 class TokenizerP(Strict):
@@ -284,12 +310,12 @@ class Model(Strict):
     num_hidden_layers: int = Field(gt=0)
     num_attention_heads: int = Field(gt=0)
     num_key_value_heads: int = Field(gt=0)
-    head_dim: int | None = None
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 500_000.0
-    max_position_embeddings: int = 4096
+    head_dim: int | None = Field(default=None, gt=0, validate_default=True)  # checked even when unset
+    rms_norm_eps: float = Field(default=1e-5, gt=0, le=1)
+    rope_theta: float = Field(default=500_000.0, gt=0)
+    max_position_embeddings: int = Field(default=4096, gt=0)
     tie_word_embeddings: bool = False
-    initializer_range: float = 0.009
+    initializer_range: float = Field(default=0.009, gt=0)
     vocab_size: int | None = None  # None: take the tokenizer's
 
     # Cross-field checks are field validators so that errors point at the offending key.
@@ -389,15 +415,15 @@ class Pretrain(Strict):
     # 1 CPU process or N GPU nodes. Default: one micro-batch.
     global_batch_size: int | None = Field(default=None, gt=0, validate_default=True)
     batch_rampup: BatchRampup | None = None
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=1)
     min_lr: float = Field(ge=0)
     warmup_steps: int = Field(default=0, ge=0)
     # After warmup: cosine to min_lr (main phase), linear to min_lr (annealing: 0), or constant lr (extension).
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-5
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    eps: float = Field(default=1e-5, gt=0, le=1)
+    weight_decay: float = Field(default=0.1, ge=0, le=1)
+    grad_clip: float = Field(default=1.0, gt=0)  # max global gradient norm (clipping is always on)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CPU and GPU), fp32 master weights
     checkpoint_every: int = Field(default=0, ge=0)  # 0: only at the end
     keep_checkpoints: int = Field(default=0, ge=0)  # training-state checkpoints kept (0: all); exports are kept
@@ -457,7 +483,7 @@ class PhaseTrain(Strict):
     steps: int = Field(gt=0)
     seq_len: int = Field(gt=8)  # the phase's packed sample length; also its max_position_embeddings
     rope_theta: float = Field(default=2.0e7, gt=0)
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=1)
     min_lr: float = Field(default=0.0, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "constant"
     warmup_steps: int = Field(default=0, ge=0)
@@ -525,7 +551,7 @@ class SFT(Strict):
     filter_strings: list[str] = []
     max_steps: int = Field(gt=0)
     batch_size: int = Field(default=4, gt=0)
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=1)
     min_lr: float = Field(default=0.0, ge=0)  # cosine from lr down to min_lr (Lucie: 3e-5 -> 3e-6)
     max_length: int = Field(default=256, gt=0)
 
@@ -544,7 +570,7 @@ class DPO(Strict):
     data: str
     max_steps: int = Field(gt=0)
     batch_size: int = Field(default=4, gt=0)
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=1)
     beta: float = Field(default=0.1, gt=0)
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero", "apo_down"] = "sigmoid"
     # The frozen reference: the SFT model DPO starts from (standard), or the pretrained base model.
@@ -678,6 +704,30 @@ class ParamsError(ValueError):
     """params.yaml is invalid; the message names every offending key."""
 
 
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int, first: int):
+        super().__init__(f"duplicate key {key!r} at line {line} (first at line {first})")
+        self.key, self.line, self.first = key, line, first
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader where a repeated mapping key is an error: a second `pretrain:` section would silently
+    replace the first and bring its defaults back. Merge keys (`<<:`) may still be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # an unhashable key: SafeLoader's own error follows
+            if key in seen:
+                raise DuplicateKey(key, key_node.start_mark.line + 1, seen[key])
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -694,7 +744,7 @@ def parse(raw: dict, origin: str = "params.yaml") -> Params:
         raise ParamsError(f"{origin} is invalid:\n{_describe(err)}") from None
 
 
-class _Yaml12Loader(yaml.SafeLoader):
+class _Yaml12Loader(UniqueKeyLoader):
     """YAML 1.2 numbers, as DVC (ruamel) reads params.yaml. `dvc exp run -S` rewrites the file with ruamel,
     which writes `20:00:00` and `1e-05` unquoted: YAML 1.1 (PyYAML) would read 72000 and a string."""
 
@@ -713,9 +763,12 @@ _Yaml12Loader.add_implicit_resolver(
 def load(path: str | Path) -> Params:
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found") from None
+    except DuplicateKey as err:
+        raise ParamsError(f"{path} line {err.line}: duplicate key {err.key!r} (first at line {err.first}); "
+                          "the second would silently replace the first: keep one") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):

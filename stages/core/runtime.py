@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from stages.core import files, tracking
 from stages.core.params import Params, ParamsError, load
+from stages.core.tracking_guard import TrackingUnreachable
 
 T = TypeVar("T")
 console = Console(stderr=True, soft_wrap=True)
@@ -186,7 +187,7 @@ def stage(name: str) -> Iterator[StageContext]:
             yield ctx
             dt = time.perf_counter() - t0
             tracker.metrics({"stage_seconds": dt})
-    except StageError as err:  # the MLflow run is already marked FAILED; no traceback for a known cause
+    except (StageError, TrackingUnreachable) as err:  # the MLflow run is already marked FAILED; no traceback for a known cause
         console.print(f"[bold red]{name}: {err}[/]")
         sys.exit(EXIT_STAGE_ERROR)
     console.print(f"[bold]\\[{name}][/] {ctx._summary} [dim]({dt:.1f} s)[/]")

@@ -141,10 +141,14 @@ def stage_run(stage: str, root: Path, uri: str, experiment: str, enabled: bool, 
     import mlflow
     from mlflow import MlflowClient
 
+    from stages.core.tracking_guard import check_reachable, own_tags, reap_stale
+
     uri = resolve_uri(uri, root)
+    check_reachable(uri)  # one line in seconds, not MLflow's retries for minutes
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     exp_id = run_tree.experiment_id(client, experiment)
+    reap_stale(client, exp_id)  # runs of killed stages: RUNNING -> KILLED
     invocation = pipeline_run_tag()
     all_tags = {
         "dvc_stage": stage,
@@ -152,6 +156,7 @@ def stage_run(stage: str, root: Path, uri: str, experiment: str, enabled: bool, 
         "pipeline_run": invocation,
         run_tree.ROLE_TAG: "stage",
         "mlflow.runName": stage,
+        **own_tags(),
         **tags,
     }
     parent = os.environ.get(PARENT_ENV) or run_tree.parent_run(client, exp_id, invocation, tags)

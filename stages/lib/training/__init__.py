@@ -8,6 +8,7 @@
   steplog     the loss log (a DVC plot) and the speed log (wall clock), mirrored to MLflow
   validate    the validation loss
   trainer     the accelerator and the Trainer: a step function and a loop that calls the components above
+  align_guard SFT/DPO (trl) callback: a non-finite loss or grad norm stops the align stage, no model written
 
 Nothing here imports a stage; torch is imported inside functions so that planning and inspection stay light.
 """
