@@ -88,7 +88,10 @@ def composition(rows_by_group: dict[tuple[str, str], list[dict]]) -> dict:
 
 
 def dataset_card(rows_by_group: dict[tuple[str, str], list[dict]], sources: list[dict], metrics: dict,
-                 release: dict, removed: Iterable[dict] = (), max_docs: int | None = None) -> str:
+                 release: dict, removed: Iterable[dict] = (), max_docs: int | None = None,
+                 evals: list[dict] | None = None) -> str:
+    """`evals`: the evaluation files shipped in the repo's `eval/` ({file, task, lang, kind, rows}), listed in
+    their own section: they are in the repository but in no training config."""
     """README.md text of the dataset repo.
 
     rows_by_group: (lang, source) -> released rows, written to data/<lang>/<source>/*.parquet;
@@ -129,5 +132,6 @@ def dataset_card(rows_by_group: dict[tuple[str, str], list[dict]], sources: list
         fields=FIELDS,
         not_recorded=NOT_RECORDED,
         example_lang=next((x for x in release.get("languages") or [] if x in langs), langs[0] if langs else "default"),
+        evals=evals or [],
     )
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))

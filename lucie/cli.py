@@ -13,20 +13,32 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 @app.command()
 def run(stages: Optional[list[str]] = typer.Argument(None, help="These stages and their upstream (default: all)."),
         root: Path = typer.Option(Path("."), help="Repository root.")):
-    """Run the pipeline through the Prefect flow (one task per DVC stage, with retries)."""
+    """Run the pipeline through the Prefect flow (one task per DVC stage; only a killed stage is retried).
+
+    Exit code: 0, or the failed stage's own (2 params, 3 data/input, 1 a crash); see the flow's logs in the
+    Prefect UI (README: "Watching a run")."""
     import os
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The stages' output and the table below are the console; Prefect's own lines go to its API (the UI).
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.server import local_prefect_api
 
     with local_prefect_api() as wait_ready:  # boots while the imports below run
-        from flows.pipeline import run_pipeline
+        from flows.pipeline import PipelineFailed, run_pipeline
 
-        results = run_pipeline(root=str(root), stages=stages or None, wait_ready=wait_ready)
+        try:
+            results, failed = run_pipeline(root=str(root), stages=stages or None, wait_ready=wait_ready), None
+        except PipelineFailed as err:
+            results, failed = err.results, err.failure
     for r in results:
-        typer.echo(f"{r['stage']:<10} {r['status']}")
+        typer.echo(f"{r['stage']:<10} {r['status']:<24} {r['seconds']:>6.1f} s")
+    if failed:  # one line; the stage's full output is above (and in the Prefect UI's logs)
+        code = failed.code if failed.code is not None and 0 < failed.code < 128 else 1
+        typer.echo(f"lucie run: {failed} (exit code {failed.code}; not retried)", err=True)
+        raise typer.Exit(code)
 
 
 @app.command()

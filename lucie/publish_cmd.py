@@ -21,13 +21,17 @@ def human(n: int) -> str:
     return ""
 
 
+NOT_COMPARED = ("\n         (the Hub could not be asked what it holds: each tree below lists every file of the release "
+                "instead of a diff, and --yes pushes nothing until it can compare)")
+
+
 def format_plan(plan: dict, rel, requirements: list[str], endpoint: str, token_source: str) -> str:
     gate = "ok" if not rel.problems else "FAILED"
     lines = [f"Release  {plan['release']}  (code tree {str(plan.get('code_tree') or plan['git_commit'])[:12]}, {len(rel.sha)} files to publish)",
              f"Gates    lineage + card + publish.require {requirements}: {gate}",
              *[f"  - {p}" for p in rel.problems],
              f"Hub      {endpoint}  (token: {token_source})",
-             f"Remote   {'compared' if plan['compared'] else plan['reason']}"
+             f"Remote   {'compared' if plan['compared'] else plan['reason'] + NOT_COMPARED}"
              + (" without a token: a private repo looks like a new one" if plan["compared"] and token_source.startswith("none") else ""),
              f"Tag      {plan['tag']}" + (": CONFLICT" if plan["conflicts"] else ""),
              *[f"  - {c}" for c in plan["conflicts"]],
@@ -36,13 +40,14 @@ def format_plan(plan: dict, rel, requirements: list[str], endpoint: str, token_s
     for t in plan["trees"]:
         changed = [f for f in t["files"] if f["status"] != "unchanged"]
         if t["commit"] is None:
-            what = "not compared"
+            what = f"{len(t['files'])} files ({human(sum(f['size'] for f in t['files']))})"
         elif t["commit"]:
             what = f"1 commit: {len(changed)} to upload ({human(sum(f['size'] for f in changed))}), {len(t['delete'])} to delete"
         else:
             what = "unchanged: no commit"
         head = f", head {t['head'][:12]}" if t["head"] else ""
-        lines.append(f"{t['repo_type']} {t['repo_id']} @ {t['revision']}  [{t['remote']}{head}] -> {what}")
+        remote = f"  [{t['remote']}{head}]" if plan["compared"] else ""  # else the reason is said once, above
+        lines.append(f"{t['repo_type']} {t['repo_id']} @ {t['revision']}{remote} -> {what}")
         lines.append(f"  {'status':<10} {'size':>10}  {'storage':<7}  path")
         for f in t["files"]:
             lines.append(f"  {f['status']:<10} {human(f['size']):>10}  {'lfs' if f['lfs'] else 'git':<7}  {f['path']}")

@@ -57,6 +57,7 @@ def offline_env(tmp: Path, mlflow_uri: str | None, **extra) -> dict:
         "TRANSFORMERS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "HF_HOME": str(tmp / "hf_home"),
         "PREFECT_HOME": str(tmp / "prefect_home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false",
+        "LUCIE_PYTHON": sys.executable,  # bin/lucie-python: the copy has no .venv of its own
     })
     for k in ("MLFLOW_TRACKING_URI", "LUCIE_PARAMS", "LUCIE_PARENT_RUN_ID", "LUCIE_PIPELINE_RUN"):
         e.pop(k, None)

@@ -211,7 +211,7 @@ def run(ctx: StageContext) -> None:
     results["table"] = table
     ctx.write_metrics("metrics/eval.json", results)
     for rel, text in ((SCORES_PLOT, eval_report.scores_csv(table, models, baselines)),
-                      (CURVE_PLOT, eval_report.curve_csv(results, p.tasks))):
+                      (CURVE_PLOT, eval_report.curve_csv(results, p.tasks, eval_report.phase_offsets(ctx.params)))):
         ctx.path(rel).parent.mkdir(parents=True, exist_ok=True)
         ctx.path(rel).write_text(text, encoding="utf-8")
     ctx.tracker.artifact(ctx.path(OUT), "eval_samples")

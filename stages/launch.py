@@ -81,7 +81,9 @@ def sbatch_script(p: Params, args: list[str] | tuple = (), workdir: str = '"$SLU
     """
     launch, s = p.pretrain.launch, p.pretrain.launch.slurm
     port = launch.rdzv_endpoint.rsplit(":", 1)[1]
-    gpu = uses_gpu(launch, cuda=launch.backend != "gloo")  # a cluster script: auto means GPUs
+    # A script cannot look for CUDA on nodes it has not got yet: GPUs are requested only when the recipe says
+    # nccl (lucie-7b, lucie-1b); `auto` (the CPU recipes) asks for CPUs and runs the processes on them.
+    gpu = launch.backend == "nccl"
     head = [
         "#!/bin/bash",
         f"#SBATCH --job-name={s.job_name}",

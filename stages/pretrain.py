@@ -41,7 +41,7 @@ import signal
 
 from stages.core import files, tracking
 from stages.core.params import load
-from stages.core.runtime import StageContext, StageError, console, params_path, quiet_libraries, stage
+from stages.core.runtime import EXIT_STAGE_ERROR, StageContext, StageError, console, params_path, quiet_libraries, stage
 from stages.lib.phases import LAYOUT, PHASES, phase_of
 from stages.lib.training.export import save_hf, write_revisions
 from stages.lib.training.resume import OVERRIDE_ENV
@@ -198,7 +198,7 @@ def worker_stage(name: str):
         yield StageContext(name, root, params, tracking.Tracker())
     except StageError as err:
         console.print(f"[bold red]{name} (rank {os.environ.get('RANK')}): {err}[/]")
-        raise SystemExit(1)
+        raise SystemExit(EXIT_STAGE_ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -167,7 +167,10 @@ def write_dataset(ctx: StageContext, out: Path, metrics: dict) -> dict:
     release = ctx.params.release.model_dump()
     cap = ctx.params.ingest.max_docs_per_source
     write_datasheets(out / "datasheets", groups, sources, metrics, removed, release, cap)
-    (out / "README.md").write_text(dataset_card(groups, sources, metrics, release, removed, cap), encoding="utf-8")
+    evals = [{"file": f"eval/{t.name}.jsonl", "task": t.name, "lang": t.lang, "kind": t.kind,  # copied by run()
+              "rows": sum(1 for line in ctx.path(t.path).open(encoding="utf-8") if line.strip())}
+             for t in ctx.params.evaluate.tasks if t.path]
+    (out / "README.md").write_text(dataset_card(groups, sources, metrics, release, removed, cap, evals), encoding="utf-8")
     return {"docs": len(rows), "licenses": sorted({r["license"] for r in rows})}
 
 

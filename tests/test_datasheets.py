@@ -253,3 +253,25 @@ def test_a_source_named_like_a_language_is_a_clear_error():
 def test_size_categories():
     assert [dataset_card.size_category(n) for n in (0, 999, 1000, 123_456, 2 * 10**12)] == [
         "n<1K", "n<1K", "1K<n<10K", "100K<n<1M", "n>1T"]
+
+
+def test_the_card_lists_the_eval_files_it_ships():
+    evals = [{"file": "eval/mcq_en.jsonl", "task": "mcq_en", "lang": "en", "kind": "multiple_choice", "rows": 40},
+             {"file": "eval/gen_fr.jsonl", "task": "gen_fr", "lang": "fr", "kind": "generate", "rows": 20}]
+    card = dataset_card.dataset_card(groups(), SOURCES, METRICS, RELEASE, REMOVED, evals=evals)
+    section = card.split("## Evaluation Data", 1)[1].split("\n## ", 1)[0]
+    assert "| [`eval/mcq_en.jsonl`](eval/mcq_en.jsonl) | mcq_en | en | multiple_choice | 40 |" in section
+    assert "| [`eval/gen_fr.jsonl`](eval/gen_fr.jsonl) | gen_fr | fr | generate | 20 |" in section
+    assert "eval/" not in card.split("---", 2)[1]  # in no config of the YAML header
+    assert "## Evaluation Data" not in dataset_card.dataset_card(groups(), SOURCES, METRICS, RELEASE, REMOVED)
+
+
+def test_the_model_card_article_fits_the_kind():
+    import jinja2
+
+    from stages.release import CARD_TEMPLATE
+
+    head = CARD_TEMPLATE.read_text().split("## Use", 1)[0]  # the opening sentence, without the body's data
+    first = {k: jinja2.Environment().from_string(head).render(kind=k).split("\n\n")[3] for k in
+             ("base", "instruct (SFT + DPO)")}
+    assert first["base"].startswith("A base model of") and first["instruct (SFT + DPO)"].startswith("An instruct (SFT")

@@ -107,7 +107,8 @@ def test_evaluation_is_reproducible_and_every_number_has_its_provenance(make_ctx
     # The checkpoint exported under a revision name is evaluated too: the learning curve has its point.
     assert first["checkpoints"]["step0000002"]["step"] == 2 and first["checkpoints"]["step0000002"]["phase"] == "main"
     curve = (eval_root / "plots/eval_curve.csv").read_text().splitlines()
-    assert curve[0] == "revision,phase,step,task,metric,value" and len(curve) == 1 + 4
+    assert curve[0] == "revision,phase,step,task,metric,value,global_step" and len(curve) == 1 + 4
+    assert all(row.split(",")[2] == row.split(",")[-1] for row in curve[1:])  # main phase: global step = step
     table = (eval_root / "artifacts/eval/results.md").read_text()
     assert table.startswith("| task | metric | shots | base | instruct |")
     assert (eval_root / "artifacts/eval/scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -157,3 +158,21 @@ def test_results_table_puts_published_lucie_scores_beside_ours(make_ctx):
     wrong = [EvalTask(name="arc_challenge", kind="harness", lang="en", metric="acc", baseline="arc_challenge")]
     with pytest.raises(StageError, match="our metric acc vs published acc_norm"):
         eval_report.rows(results, wrong, baselines)
+
+
+def test_the_curve_has_one_global_step_axis_across_phases():
+    from stages.lib.eval_report import curve_csv, phase_offsets
+    from stages.core.params import load
+
+    p = load(PROJECT / "params.yaml")
+    offsets = phase_offsets(p)
+    assert offsets == {"main": 0, "extension": p.pretrain.steps, "annealing": p.pretrain.steps + p.extension.steps}
+    task = p.evaluate.tasks[0]
+    results = {"checkpoints": {rev: {"phase": ph, "step": st, "tasks": {task.name: {"acc": 0.5}}}
+                               for rev, ph, st in (("step0000050", "main", 50), ("step0000150", "main", 150),
+                                                   ("extension_step0000010", "extension", 10),
+                                                   ("annealing_step0000020", "annealing", 20))}}
+    rows = [r.split(",") for r in curve_csv(results, [task], offsets).splitlines()[1:]]
+    steps = [int(r[-1]) for r in rows]
+    assert steps == [50, 150, p.pretrain.steps + 10, p.pretrain.steps + p.extension.steps + 20]
+    assert steps == sorted(steps)

@@ -56,7 +56,7 @@ def test_stage_run_lands_on_the_server(tmp_path, mlflow_server):
     run(["python", "-m", "stages.ingest"], root, env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server))
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("lucie-repro")
-    (r,) = client.search_runs([exp.experiment_id])
+    (r,) = client.search_runs([exp.experiment_id], "tags.`lucie.role` = 'stage'")
     assert r.data.tags["dvc_stage"] == "ingest" and r.info.status == "FINISHED"
     assert r.data.params["ingest.max_doc_bytes"] == "1000000"
     assert r.data.metrics["read"] == r.data.metrics["kept"] + r.data.metrics["rejected_total"]

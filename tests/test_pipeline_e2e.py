@@ -167,8 +167,10 @@ def test_every_stage_is_an_mlflow_run_of_one_pipeline(repo):
     client = MlflowClient(f"sqlite:///{repo['root']}/mlflow.db")
     exp = client.get_experiment_by_name("lucie-repro")
     runs = client.search_runs([exp.experiment_id], max_results=100)
-    by_stage = {r.data.tags["dvc_stage"]: r for r in runs}
+    (parent,) = [r for r in runs if r.data.tags.get("lucie.role") == "pipeline"]  # stages/core/run_tree.py
+    by_stage = {r.data.tags["dvc_stage"]: r for r in runs if r is not parent}
     assert set(by_stage) == set(STAGES)
+    assert {r.data.tags["mlflow.parentRunId"] for r in by_stage.values()} == {parent.info.run_id}
     assert len({r.data.tags["pipeline_run"] for r in runs}) == 1
     assert all(r.info.status == "FINISHED" for r in runs)
     assert by_stage["filter"].data.params["filter.language.min_score"] == "0.65"
@@ -238,12 +240,12 @@ def test_prefect_flow_runs_stale_stages_as_children_of_one_pipeline_run(repo):
     _set_param(root, "evaluate.num_fewshot", 2)  # a value DVC's run-cache has not seen
     proc = run(["lucie", "run"], root, repo["env"])
     # lucie's table closes stdout, after DVC's own lines: "<stage>  <ran|up to date|restored from run-cache>"
-    lines = dict(re.findall(r"^([a-z]+) +(ran|up to date|restored from run-cache)$", proc.stdout, re.M))
+    lines = dict(re.findall(r"^([a-z]+) +(ran|up to date|restored from run-cache) +[0-9.]+ s$", proc.stdout, re.M))
     assert list(lines) == STAGES
     assert lines["evaluate"] == "ran" and lines["ingest"] == "up to date"
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     exp = client.get_experiment_by_name("lucie-repro")
-    parents = client.search_runs([exp.experiment_id], "tags.orchestrator = 'prefect'")
+    parents = client.search_runs([exp.experiment_id], "tags.orchestrator = 'prefect' and tags.`lucie.role` = 'pipeline'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     pid = parents[0].info.run_id
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{pid}'")

@@ -95,6 +95,6 @@ def test_only_rank_0_writes_the_mlflow_run(trained):
 
     roots, _ = trained
     client = MlflowClient(f"sqlite:///{roots['two']}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("lucie-repro").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("lucie-repro").experiment_id], "tags.`lucie.role` = 'stage'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert len(client.get_metric_history(runs[0].info.run_id, "train_loss")) == 8

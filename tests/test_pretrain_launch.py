@@ -98,6 +98,11 @@ def test_cli_prints_the_command_and_the_script(tmp_path):
     assert script.returncode == 0 and "#SBATCH --nodes=2" in script.stdout
 
 
+def test_sbatch_script_for_the_cpu_tiny_recipe_requests_no_gpu():
+    script = launch.sbatch_script(parse(yaml.safe_load((PROJECT / "recipes" / "tiny.yaml").read_text())))
+    assert "--gres" not in script and "export ACCELERATE_USE_CPU=true" in script.splitlines()
+
+
 def test_cli_invalid_params_is_a_short_error_exit_2(tmp_path):
     """`--run` (or any mode) with invalid params: the ParamsError naming the key, no traceback, exit 2 (issue 16.9)."""
     raw = yaml.safe_load((PROJECT / "params.yaml").read_text())

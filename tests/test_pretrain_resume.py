@@ -30,7 +30,7 @@ def mlflow_series(db, name: str) -> list[tuple[int, float]]:
 
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name("lucie-repro")
-    (r,) = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")  # a killed run stays RUNNING
+    (r,) = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED' and tags.`lucie.role` = 'stage'")  # a killed run stays RUNNING
     return sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, name))
 
 

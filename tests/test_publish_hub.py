@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -255,3 +256,18 @@ def test_the_token_appears_nowhere(project, hub, tmp_path):
     failed = subprocess.run(args[:-2], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert failed.returncode == 1 and "401 Unauthorized" in failed.stderr and "nothing was pushed" in failed.stderr
     assert TOKEN not in failed.stdout and TOKEN not in failed.stderr
+
+
+def test_an_unreachable_hub_is_said_once(project, hub):
+    """A dry run that cannot reach the Hub says why once, with what it means, not once per tree."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = runner.invoke(app, ["publish", "--root", str(project), "--endpoint", f"http://127.0.0.1:{port}"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("ConnectError") == 1 and res.stdout.count("not compared") == 1
+    assert "each tree below lists every file of the release instead of a diff" in res.stdout
+    trees = [ln for ln in res.stdout.splitlines() if " @ " in ln and "->" in ln]
+    assert len(trees) > 3 and all(re.search(r" -> \d+ files \(", ln) and "[" not in ln for ln in trees), trees

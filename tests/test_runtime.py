@@ -36,10 +36,10 @@ def test_a_known_failure_is_one_line_and_a_failed_run(tmp_path):
     p = base_params()
     p["data"]["sources"] = [{"name": "missing", "path": "nowhere/*.jsonl", "license": "CC0-1.0", "lang": "en"}]
     proc = stage_in(tmp_path, p)
-    assert proc.returncode == 1
+    assert proc.returncode == 3  # EXIT_STAGE_ERROR: `lucie run` does not retry it
     assert "ingest: source 'missing': no file matches 'nowhere/*.jsonl'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "data/raw").exists()
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("lucie-repro").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("lucie-repro").experiment_id], "tags.`lucie.role` = 'stage'")
     assert run.info.status == "FAILED" and run.data.tags["dvc_stage"] == "ingest"

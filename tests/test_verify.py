@@ -118,7 +118,7 @@ def test_stage_runs_are_tracked_in_the_scratch_at_the_real_commit(verified):
 
     scratch = Path(verified["result"]["scratch"])
     client = MlflowClient(f"sqlite:///{scratch.parent}/mlflow.db")  # MLFLOW_TRACKING_URI verify set
-    runs = client.search_runs([client.get_experiment_by_name("lucie-repro").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("lucie-repro").experiment_id], "tags.`lucie.role` = 'stage'")
     assert sorted(r.data.tags["dvc_stage"] for r in runs) == ["filter", "ingest"]
     assert {r.data.tags["git_commit"] for r in runs} == {verified["result"]["git_commit"]}
 

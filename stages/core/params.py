@@ -9,6 +9,7 @@ dvc.yaml's order; cross-section checks (e.g. a phase's seq_len against the model
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -765,10 +766,26 @@ def parse(raw: dict, origin: str = "params.yaml") -> Params:
         raise ParamsError(f"{origin} is invalid:\n{_describe(err)}") from None
 
 
+class _Yaml12Loader(UniqueKeyLoader):
+    """YAML 1.2 numbers, as DVC (ruamel) reads params.yaml. `dvc exp run -S` rewrites the file with ruamel,
+    which writes `20:00:00` and `1e-05` unquoted: YAML 1.1 (PyYAML) would read 72000 and a string."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    c: [(tag, rx) for tag, rx in rs if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0x[0-9a-fA-F]+)$"),
+                                    list("-+0123456789"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"))
+
+
 def load(path: str | Path) -> Params:
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found") from None
     except DuplicateKey as err:

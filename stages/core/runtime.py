@@ -32,8 +32,13 @@ T = TypeVar("T")
 console = Console(stderr=True, soft_wrap=True)
 
 
+# Exit codes a stage ends with when the user must change something (`lucie run` does not retry them):
+EXIT_PARAMS = 2       # params.yaml is invalid
+EXIT_STAGE_ERROR = 3  # a StageError: bad input, missing file, offline
+
+
 class StageError(Exception):
-    """A failure the user can act on (bad input, missing file, offline): printed as one line, exit 1."""
+    """A failure the user can act on (bad input, missing file, offline): printed as one line, exit 3."""
 
 
 @dataclass
@@ -173,7 +178,7 @@ def stage(name: str) -> Iterator[StageContext]:
         params = load(params_path(root))
     except ParamsError as err:
         console.print(f"[bold red]{name}: {err}[/]")
-        sys.exit(2)
+        sys.exit(EXIT_PARAMS)
     tp = params.tracking
     try:
         with tracking.stage_run(name, root, tp.uri, tp.experiment, tp.enabled, {"recipe": params.recipe}) as tracker:
@@ -184,5 +189,5 @@ def stage(name: str) -> Iterator[StageContext]:
             tracker.metrics({"stage_seconds": dt})
     except (StageError, TrackingUnreachable) as err:  # the MLflow run is already marked FAILED; no traceback for a known cause
         console.print(f"[bold red]{name}: {err}[/]")
-        sys.exit(1)
+        sys.exit(EXIT_STAGE_ERROR)
     console.print(f"[bold]\\[{name}][/] {ctx._summary} [dim]({dt:.1f} s)[/]")

@@ -1,9 +1,9 @@
-"""MLflow: one run per stage, children of one pipeline run.
+"""MLflow: one run per stage, children of one pipeline run (stages/core/run_tree.py).
 
-Under `lucie run` the Prefect flow creates the pipeline run and passes its id in
-LUCIE_PARENT_RUN_ID; each stage (a `dvc repro --single-item` subprocess) opens a child
-run. Under plain `dvc repro` there is no parent, so stage runs share a `pipeline_run`
-tag derived from the dvc process that launched them (its pid and start time).
+The invocation id (`pipeline_run` tag) is LUCIE_PIPELINE_RUN under `lucie run` (the Prefect flow
+run) and, under plain `dvc repro`, derived from the dvc process that launched the stage (its pid and
+start time). The first stage run of an invocation creates the parent run; LUCIE_PARENT_RUN_ID, when
+set, names a parent the caller manages itself.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import subprocess
 import warnings
 from pathlib import Path
 from typing import Iterator
+
+from . import run_tree
 
 PARENT_ENV = "LUCIE_PARENT_RUN_ID"
 PIPELINE_ENV = "LUCIE_PIPELINE_RUN"
@@ -145,24 +147,29 @@ def stage_run(stage: str, root: Path, uri: str, experiment: str, enabled: bool, 
     check_reachable(uri)  # one line in seconds, not MLflow's retries for minutes
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp_id = run_tree.experiment_id(client, experiment)
     reap_stale(client, exp_id)  # runs of killed stages: RUNNING -> KILLED
+    invocation = pipeline_run_tag()
     all_tags = {
         "dvc_stage": stage,
         "git_commit": git_commit(root),
-        "pipeline_run": pipeline_run_tag(),
+        "pipeline_run": invocation,
+        run_tree.ROLE_TAG: "stage",
         "mlflow.runName": stage,
         **own_tags(),
         **tags,
     }
-    if os.environ.get(PARENT_ENV):
-        all_tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+    parent = os.environ.get(PARENT_ENV) or run_tree.parent_run(client, exp_id, invocation, tags)
+    all_tags["mlflow.parentRunId"] = parent
     run = client.create_run(exp_id, run_name=stage, tags={k: str(v) for k, v in all_tags.items()})
     tracker = Tracker(client, run.info.run_id)
     try:
         yield tracker
     except BaseException:
         client.set_terminated(run.info.run_id, "FAILED")
+        if not os.environ.get(PARENT_ENV):
+            run_tree.close_parent(client, parent, failed=True)
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
+    if not os.environ.get(PARENT_ENV):
+        run_tree.close_parent(client, parent, failed=False)

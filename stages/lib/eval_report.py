@@ -71,15 +71,24 @@ def scores_csv(table: list[dict], models: list[str], baselines: dict | None) -> 
     return buf.getvalue()
 
 
-def curve_csv(results: dict, tasks) -> str:
+def phase_offsets(params) -> dict[str, int]:
+    """Optimizer steps before each phase starts: a phase's step s is global step offset + s (one x axis)."""
+    main = params.pretrain.steps
+    ext = params.extension.steps if params.extension.enabled else 0
+    return {"main": 0, "extension": main, "annealing": main + ext}
+
+
+def curve_csv(results: dict, tasks, offsets: dict[str, int] | None = None) -> str:
+    """One row per checkpoint and task; `global_step` counts across phases (steps restart in each phase)."""
     buf = io_text.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["revision", "phase", "step", "task", "metric", "value"])
+    w.writerow(["revision", "phase", "step", "task", "metric", "value", "global_step"])
     for rev, r in results.get("checkpoints", {}).items():
         for t in tasks:
             value = r["tasks"].get(t.name, {}).get(headline_metric(t))
             if value is not None:
-                w.writerow([rev, r["phase"], r["step"], t.name, headline_metric(t), value])
+                w.writerow([rev, r["phase"], r["step"], t.name, headline_metric(t), value,
+                            (offsets or {}).get(r["phase"], 0) + r["step"]])
     return buf.getvalue()
 
 
