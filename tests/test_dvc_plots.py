@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
 
 from repo_copy import BIN, PROJECT, env, make_copy, run
 from test_audit_html import browse, chromium
