@@ -65,7 +65,7 @@ class Evidence:
                 "components": [{**asdict(c), "status": c.status} for c in self.components]}
 
 
-def _sha256(path: Path) -> str:  # model_card must not import stages (auditors install no pipeline deps)
+def sha256_file(path: Path) -> str:  # model_card must not import stages (auditors install no pipeline deps)
     return safe_read.sha256(path)  # regular files inside the audited input only
 
 
@@ -130,7 +130,7 @@ def collect_release(release: Path, label: str | None = None) -> Evidence:
 
     @functools.cache
     def digest(rel: str) -> str:  # the five code components share one archive: hash each file once
-        return _sha256(release / rel)
+        return sha256_file(release / rel)
 
     def item(component, ctype, rel, license, note="", members=None):
         """One component; `members` (all its files) must all match the manifest for it to be verified."""

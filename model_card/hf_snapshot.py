@@ -26,7 +26,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from . import card_claims, doc_facts, safe_read
-from .evidence import Evidence, Item, _sha256, card_yaml
+from .evidence import Evidence, Item, sha256_file, card_yaml
 from .licenses import spdx_id
 from .mof import COMPONENTS
 
@@ -130,7 +130,7 @@ def _files(root: Path) -> list[str]:
                   if not any(part in HIDDEN for part in p.relative_to(root).parts) and safe_read.is_file(p))
 
 
-def _lfs_oid(path: Path) -> str | None:
+def lfs_oid(path: Path) -> str | None:
     """The sha256 a Git LFS pointer file names, or None when the file holds real content."""
     if safe_read.size(path) > 1024:
         return None
@@ -180,8 +180,8 @@ def collect(path: Path, label: str | None = None, repo_id: str | None = None) ->
     record: dict[str, dict] = {}
     for rel in files:
         p = root / rel
-        oid = _lfs_oid(p)
-        record[rel] = {"bytes": safe_read.size(p), **({"lfs_pointer_sha256": oid} if oid else {"sha256": _sha256(p)})}
+        oid = lfs_oid(p)
+        record[rel] = {"bytes": safe_read.size(p), **({"lfs_pointer_sha256": oid} if oid else {"sha256": sha256_file(p)})}
 
     license_files = {rel: identify_license_text(safe_read.read_text(root / rel, errors="replace"))
                      for rel in files if "/" not in rel and LICENSE_FILE.match(rel)}

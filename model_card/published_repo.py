@@ -22,8 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import doc_facts, safe_read
-from .evidence import Evidence, Item, _sha256, card_yaml
-from .hf_snapshot import _lfs_oid
+from .evidence import Evidence, Item, sha256_file, card_yaml
+from .hf_snapshot import lfs_oid
 
 MANIFEST = "release_manifest.json"
 CARD = "openness/openness.json"
@@ -46,8 +46,8 @@ def collect(root: Path, label: str) -> Evidence:
     recorded: dict = manifest.get("files", {})
     files = [f for f in _files(root) if f not in (MANIFEST, ".gitattributes") and not f.startswith("openness/")]
     # A Git LFS pointer (an hf:// read never downloads LFS files) stands for its content by the sha256 it names.
-    pointers = {f: oid for f in files if (oid := _lfs_oid(root / f))}
-    digests = {f: pointers.get(f) or _sha256(root / f) for f in files}
+    pointers = {f: oid for f in files if (oid := lfs_oid(root / f))}
+    digests = {f: pointers.get(f) or sha256_file(root / f) for f in files}
     matches = {sub: sum(recorded.get(release_path(sub, f)) == d for f, d in digests.items()) for sub in SUBTREES}
     sub = max(SUBTREES, key=lambda s: (matches[s], -SUBTREES.index(s)))
     local = {release_path(sub, f): d for f, d in digests.items()}

@@ -21,31 +21,23 @@ huggingface_hub login and is only ever handed to HfApi.
 """
 from __future__ import annotations
 
-import fnmatch
-import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from stages.core import files
+from stages.lib.hub_client import (  # noqa: F401  (the stage's Hub vocabulary, also used by lucie publish)
+    LFS_MIN_SIZE, LFS_PATTERNS, git_blob_id, hub_api, hub_errors, offline, predicted_lfs, redact, remote_files,
+    remote_refs, resolve_token, safe_endpoint, unchanged)
 from stages.core.runtime import StageContext, StageError, stage
 
 RELEASE = "release"
 CHECKPOINTS = "checkpoints"
 KEEP_REMOTE = {".gitattributes"}  # written by the Hub at repo creation; never deleted by a publish
 REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# How the Hub decides LFS (used only to predict it in the plan; the Hub's preupload answer is what counts):
-# its default .gitattributes patterns, files of 10 MiB or more, and binary content.
-LFS_PATTERNS = ("*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.model",
-                "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb", "*.pickle", "*.pkl", "*.pt",
-                "*.pth", "*.rar", "*.safetensors", "*.tar", "*.tar.*", "*.tflite", "*.tgz", "*.wasm", "*.xz",
-                "*.zip", "*.zst", "*tfevents*")
-LFS_MIN_SIZE = 10 * 1024 * 1024
 
 
 class PublishError(StageError):
@@ -236,77 +228,7 @@ def verify(release: Path, published: dict[str, Path]) -> dict:
     return report
 
 
-# ------------------------------------------------------------------ the Hub
-def git_blob_id(path: Path) -> str:
-    """The id git (and the Hub's tree listing) gives a regular file's content."""
-    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def predicted_lfs(path_in_repo: str, src: Path) -> bool:
-    name = path_in_repo.rsplit("/", 1)[-1]
-    if src.stat().st_size >= LFS_MIN_SIZE or any(fnmatch.fnmatch(name, p) for p in LFS_PATTERNS):
-        return True
-    with open(src, "rb") as f:
-        return b"\0" in f.read(512)
-
-
-def resolve_token() -> tuple[str | None, str]:
-    """The token and where it came from; the token itself is never printed, logged or written."""
-    from huggingface_hub import get_token
-
-    token = get_token()
-    if token is None:
-        return None, "none (set HF_TOKEN or run `hf auth login`)"
-    env = any(os.environ.get(k) for k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))
-    return token, "HF_TOKEN environment variable" if env else "huggingface_hub login"
-
-
-def redact(text: str, token: str | None) -> str:
-    """Belt and braces for every message shown or logged: no error text may carry the token."""
-    return text.replace(token, "<token>") if token else text
-
-
-def safe_endpoint(endpoint: str) -> str:
-    u = urlsplit(endpoint)
-    return f"{u.scheme}://{u.hostname}" + (f":{u.port}" if u.port else "") + u.path
-
-
-def offline() -> bool:
-    """What huggingface_hub itself will do: HF_HUB_OFFLINE is read once, when it is imported."""
-    from huggingface_hub import constants
-
-    return constants.is_offline_mode()
-
-
-def remote_refs(api, rtype: str, repo_id: str) -> dict | None:
-    """{"branches": {name: commit}, "tags": {...}}, or None when the repo does not exist (or is not visible)."""
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    try:
-        refs = api.list_repo_refs(repo_id, repo_type=rtype)
-    except RepositoryNotFoundError:
-        return None
-    return {"branches": {b.name: b.target_commit for b in refs.branches}, "tags": {t.name: t.target_commit for t in refs.tags}}
-
-
-def remote_files(api, rtype: str, repo_id: str, commit: str) -> dict:
-    from huggingface_hub.hf_api import RepoFile
-
-    return {f.path: f for f in api.list_repo_tree(repo_id, repo_type=rtype, revision=commit, recursive=True)
-            if isinstance(f, RepoFile)}
-
-
-def unchanged(src: Path, sha256: str, remote) -> bool:
-    """LFS entries carry the content's sha256; regular ones the git blob id (cheap size check first)."""
-    if remote.lfs is not None:
-        return remote.lfs.sha256 == sha256
-    return remote.size == src.stat().st_size and remote.blob_id == git_blob_id(src)
-
-
+# ------------------------------------------------------------------ the Hub (client: stages/lib/hub_client.py)
 def diff(files: dict[str, Path], sha: dict[Path, str], remote: dict) -> tuple[dict[str, str], list[str]]:
     """({path: "new" | "changed" | "unchanged"}, remote paths to delete)."""
     status = {p: "new" if p not in remote else "unchanged" if unchanged(src, sha[src], remote[p]) else "changed"
@@ -419,21 +341,6 @@ def read_back(api, rel: Release, results: list[dict], tag: str, token: str | Non
                 stage_tree({p: remote[p] for p in listed if p in remote}, dest / f"{r['repo_type']}s/{r['repo_id']}"
                            f"{'' if r['revision'] == 'main' else '@' + r['revision']}")
     return problems
-
-
-def hub_errors() -> tuple[type[BaseException], ...]:
-    """What the client raises for a remote problem (HTTP status, connection, bad metadata, failed upload);
-    anything else is a bug here and keeps its traceback."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
-
-    return HfHubHTTPError, httpx2.HTTPError, OSError, ValueError, RuntimeError
-
-
-def hub_api(endpoint: str | None, token: str | None):
-    from huggingface_hub import HfApi
-
-    return HfApi(endpoint=endpoint, token=token)
 
 
 def commit_text(rel: Release, p, tag: str) -> tuple[str, str]:

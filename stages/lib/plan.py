@@ -25,20 +25,20 @@ import sys
 from pathlib import Path
 
 from stages.core.params import Params, load
-from stages.lib.training.model import _dims, flops_per_token, param_count
+from stages.lib.training.model import dims, flops_per_token, param_count
 
 GB = 1e9
 H100_BF16_FLOPS = 9.89e14  # dense bf16, SXM; used when pretrain.launch.peak_flops_per_device is null
 
 
 def layer_params(cfg) -> int:
-    v, d, layers, heads, kv, hd, f = _dims(cfg)
+    v, d, layers, heads, kv, hd, f = dims(cfg)
     return d * heads * hd + 2 * d * kv * hd + heads * hd * d + 3 * d * f + 2 * d
 
 
 def activation_elements(cfg, seq_len: int, tp: int = 1, attention: str = "sdpa") -> tuple[int, int]:
     """Elements kept for backward per token: (one decoder layer, the final norm)."""
-    _, d, _, heads, _, hd, f = _dims(cfg)
+    _, d, _, heads, _, hd, f = dims(cfg)
     q = heads * hd
     attn = 5 * q + heads if attention == "sdpa" else 4 * q + heads * seq_len
     return 6 * d + (attn + 4 * f) // tp, 3 * d
@@ -49,7 +49,7 @@ def phase_memory(cfg, seq_len: int, micro_batch: int, shard: int, tp: int, bf16:
 
     `shard`: FSDP2's dp_shard_size (1: replicated, DDP). TP splits the decoder layers only (stages/lib/training/
     parallel.py's plan): the embeddings, the LM head and its logits are sharded by FSDP alone."""
-    v, d, layers, *_ = _dims(cfg)
+    v, d, layers, *_ = dims(cfg)
     n = param_count(cfg)
     act_bytes = 2 if bf16 else 4
     tokens = seq_len * micro_batch

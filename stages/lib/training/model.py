@@ -24,7 +24,7 @@ def llama_config(m: Model, vocab_size: int, **overrides):
     )
 
 
-def _dims(cfg) -> tuple[int, int, int, int, int, int, int]:
+def dims(cfg) -> tuple[int, int, int, int, int, int, int]:
     d, heads = cfg.hidden_size, cfg.num_attention_heads
     hd = getattr(cfg, "head_dim", None) or d // heads
     return cfg.vocab_size, d, cfg.num_hidden_layers, heads, cfg.num_key_value_heads, hd, cfg.intermediate_size
@@ -36,7 +36,7 @@ def param_count(cfg) -> int:
     layer = attention d·(H·hd) [q] + 2·d·(K·hd) [k, v] + (H·hd)·d [o] + SwiGLU MLP 3·d·f + 2 RMSNorms 2·d.
     Lucie-7B: 2·65,024·4,096 + 32·192,946,176 + 4,096 = 6,706,958,336 (its model card's number).
     """
-    v, d, layers, heads, kv, hd, f = _dims(cfg)
+    v, d, layers, heads, kv, hd, f = dims(cfg)
     layer = d * heads * hd + 2 * d * kv * hd + heads * hd * d + 3 * d * f + 2 * d
     return v * d * (1 if cfg.tie_word_embeddings else 2) + layers * layer + d
 
@@ -55,7 +55,7 @@ def flops_per_token(cfg, seq_len: int) -> int:
     12·L·(H·hd)·T: attention scores QK^T and the weighted sum AV, 2·2·(H·hd)·T per layer forward, x3
     with backward, over a sequence of T tokens (counted without the causal half, as PaLM and Megatron do).
     """
-    _, _, layers, heads, _, hd, _ = _dims(cfg)
+    _, _, layers, heads, _, hd, _ = dims(cfg)
     return 6 * matmul_params(cfg) + 12 * layers * heads * hd * seq_len
 
 
