@@ -136,8 +136,14 @@ def upload_lucie(hub, tmp_path) -> dict:
     return shas
 
 
-def test_hf_address_offline_is_one_line_saying_what_to_do():
-    res = runner.invoke(app, ["audit", "hf://OpenLLM-France/Lucie-7B"])  # the suite runs with HF_HUB_OFFLINE=1
+def test_hf_address_offline_is_one_line_saying_what_to_do(monkeypatch):
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at its first import, which another test may have made with the
+    # variable unset: set the value the client actually uses.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    res = runner.invoke(app, ["audit", "hf://OpenLLM-France/Lucie-7B"])
     assert res.exit_code == 2 and "HF_HUB_OFFLINE is set" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
