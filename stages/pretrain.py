@@ -50,23 +50,40 @@ from stages.lib.training.trainer import TOKENIZER_DIR, Result, Trainer, make_acc
 
 # Test hooks: SIGKILL this process right after step N's checkpoint / at a named point of finish.
 KILL_ENV, HOOK_ENV = "LUCIE_PRETRAIN_KILL_AFTER", "LUCIE_PRETRAIN_KILL_AT"
+CORRUPT_ENV = "LUCIE_PRETRAIN_CORRUPT_AFTER"
 
 
 def kill_after(step: int, sig: int = signal.SIGKILL):
     """An after_step callback for the resume tests: the process dies (or, with SIGSTOP, stops until a scancel)
     right after step `step` is checkpointed."""
-    def callback(done: int) -> None:
+    def callback(trainer, done: int) -> None:
         if done == step:
             os.kill(os.getpid(), sig)
     return callback
 
 
+def corrupt_after(step: int):
+    """An after_step callback for the non-finite guard's test: a NaN lands in the weights after step `step`, as a
+    hardware or numerical fault would put it there; the next step's loss is NaN."""
+    def callback(trainer, done: int) -> None:
+        if done == step:
+            import torch
+
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+    return callback
+
+
 def test_hooks() -> tuple:
-    """LUCIE_PRETRAIN_KILL_AFTER=N (SIGKILL) or N:SIGSTOP (tests/test_slurm.py scancels the stopped job)."""
-    if not os.environ.get(KILL_ENV):
-        return ()
-    step, _, sig = os.environ[KILL_ENV].partition(":")
-    return (kill_after(int(step), getattr(signal, sig or "SIGKILL")),)
+    """LUCIE_PRETRAIN_KILL_AFTER=N (SIGKILL) or N:SIGSTOP (tests/test_slurm.py scancels the stopped job);
+    LUCIE_PRETRAIN_CORRUPT_AFTER=N (tests/test_pretrain_guard.py)."""
+    hooks = []
+    if os.environ.get(KILL_ENV):
+        step, _, sig = os.environ[KILL_ENV].partition(":")
+        hooks.append(kill_after(int(step), getattr(signal, sig or "SIGKILL")))
+    if os.environ.get(CORRUPT_ENV):
+        hooks.append(corrupt_after(int(os.environ[CORRUPT_ENV])))
+    return tuple(hooks)
 
 
 def kill_point(name: str) -> None:

@@ -26,10 +26,10 @@ def tree(root) -> dict:
 
 
 def test_non_finite_training_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
-    # A finite but absurd learning rate, no warmup, no clipping: the weights blow up within two steps.
-    root = make_repo(tmp_path / "repo", {"pretrain.lr": 1e8, "pretrain.min_lr": 1e7, "pretrain.warmup_steps": 0,
-                                         "pretrain.grad_clip": 0.0, "pretrain.checkpoint_every": 1})
-    r = run(pretrain_cmd(), root, child_env(root))
+    # Params that could diverge are refused at load time (tests/test_params_hardening.py), so the fault is injected:
+    # a NaN lands in the weights after step 1 (LUCIE_PRETRAIN_CORRUPT_AFTER), as a numerical fault would put it.
+    root = make_repo(tmp_path / "repo", {"pretrain.checkpoint_every": 1})
+    r = run(pretrain_cmd(), root, child_env(root, LUCIE_PRETRAIN_CORRUPT_AFTER="1"))
     assert r.returncode != 0
     out = r.stdout + r.stderr
     assert "non-finite training at step 2" in out and "no model written" in out, out[-2000:]

@@ -130,7 +130,7 @@ def changed_copy(runs, name: str, **pretrain):
 def test_resume_with_other_config_or_data_is_refused_naming_the_difference(runs):
     root = changed_copy(runs, "refused")
     r = run(pretrain_cmd(), root, child_env(root))
-    assert r.returncode == 1
+    assert r.returncode == 3  # a StageError (docs: exit codes)
     err = " ".join(r.stderr.split())
     assert "pretrain.lr: 0.003 (checkpoint) != 0.001 (params)" in err
     assert "data (data/tokens/train/manifest.json sha256)" in err

@@ -315,7 +315,7 @@ class Model(Strict):
     rope_theta: float = Field(default=500_000.0, gt=0)
     max_position_embeddings: int = Field(default=4096, gt=0)
     tie_word_embeddings: bool = False
-    initializer_range: float = Field(default=0.009, gt=0)
+    initializer_range: float = Field(default=0.009, gt=0, le=1)  # transformers refuses more
     vocab_size: int | None = None  # None: take the tokenizer's
 
     # Cross-field checks are field validators so that errors point at the offending key.

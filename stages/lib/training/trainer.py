@@ -89,7 +89,7 @@ class Trainer:
     """Trains `phase` to its last step, resuming from the latest checkpoint of that phase in its work directory."""
 
     def __init__(self, ctx: StageContext, phase: Phase, init_from: Path | None = None, *, acc=None,
-                 allow_mismatch: bool = False, after_step: tuple[Callable[[int], None], ...] = ()):
+                 allow_mismatch: bool = False, after_step: tuple[Callable[[Trainer, int], None], ...] = ()):
         self.ctx, self.phase, self.hp, self.after_step = ctx, phase, phase.hp, after_step
         import torch
 
@@ -238,7 +238,7 @@ class Trainer:
             if self.checkpointer.due(done, hp.steps):
                 final_ckpt = self.checkpointer.save(done, self._checkpoint_state(), on_saved=self.log.flush)
             for callback in self.after_step:
-                callback(done)
+                callback(self, done)
         seconds = time.perf_counter() - t_start
         self.log.flush()
         val_loss = validation_loss(acc, self.model, self.valid)
