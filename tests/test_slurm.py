@@ -85,7 +85,7 @@ def test_slurm_filter_array_gives_the_local_bytes(slurm, make_ctx, tmp_path):
 
 
 @needs_lid
-def test_slurm_scancel_mid_array_then_resubmission_resumes(slurm, make_ctx, tmp_path):
+def test_slurm_scancel_mid_array_then_resubmission_resumes(slurm, make_ctx, tmp_path, monkeypatch):
     keys = slurm_keys(tasks=2, workers=1, skip_completed=True)
     local = run_filter(make_ctx, tmp_path / "local", tasks=2)
     root = tmp_path / "slurm"
@@ -99,12 +99,14 @@ def test_slurm_scancel_mid_array_then_resubmission_resumes(slurm, make_ctx, tmp_
         except BaseException as err:  # noqa: BLE001: the test inspects it
             failure.append(err)
 
+    # The array is submitted held (sbatch reads SBATCH_HOLD) and only task 0 is released, so the cancel always
+    # lands between the two tasks, however fast task 0 runs.
+    monkeypatch.setenv("SBATCH_HOLD", "1")
     t = threading.Thread(target=stage)
     t.start()
     name = f"{ctx.params.executor.slurm.job_name}-filter"
     job = wait_for(lambda: jobs_named(name), 60, "the array job in squeue")[0].split("_")[0]
-    # array throttle %1: task 1 waits for task 0; hold it so that the cancel lands between the two
-    subprocess.run(["scontrol", "hold", f"{job}_1"], check=True, capture_output=True)
+    subprocess.run(["scontrol", "release", f"{job}_0"], check=True, capture_output=True)
     logs = root / "logs/datatrove/filter"
     wait_for(lambda: (logs / "completions/00000").exists(), 120, "task 0's completion")
     subprocess.run(["scancel", job], check=True)
@@ -117,6 +119,7 @@ def test_slurm_scancel_mid_array_then_resubmission_resumes(slurm, make_ctx, tmp_
     assert (staging / "task-00000" / executor.TASK_RESULT).exists() and not (staging / "task-00001").exists()
     assert not (root / "data/filtered").exists()
 
+    monkeypatch.delenv("SBATCH_HOLD")
     filt.run(ctx)  # the resubmission: one array task, for rank 1 only
     assert io.read_json(logs / "ranks_to_run.json") == [1]
     assert "#SBATCH --array=0-0%1" in (logs / "launch_script.slurm").read_text()
