@@ -84,6 +84,15 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def _fresh_tmp(path: Path) -> Path:
+    """An empty temp sibling of `path` for this process, after removing those of dead runs."""
+    remove_stale_tmp(path)
+    tmp = _tmp_sibling(path)
+    remove(tmp)
+    tmp.mkdir()
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temp directory that replaces `path` only if the block succeeds; the swap keeps a
@@ -91,10 +100,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dir_swap.recover(path)  # a kill inside an earlier three-rename swap
-    remove_stale_tmp(path)
-    tmp = _tmp_sibling(path)
-    remove(tmp)
-    tmp.mkdir()
+    tmp = _fresh_tmp(path)
     try:
         yield tmp
     except BaseException:
@@ -113,10 +119,7 @@ def scratch_dir(path: str | Path) -> Iterator[Path]:
     killed run left (never removed by /tmp's cleaner in time) is removed by the next run (remove_stale_tmp)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(path)
-    tmp = _tmp_sibling(path)
-    remove(tmp)
-    tmp.mkdir()
+    tmp = _fresh_tmp(path)
     try:
         yield tmp
     finally:
