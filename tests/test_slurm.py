@@ -3,7 +3,7 @@ cgroups), jobs submitted with the real sbatch.
 
 - The filter stage through datatrove's SlurmPipelineExecutor (a job array of 2 tasks): the same bytes as
   the local run of the same tasks.
-- scancel half-way (task 0 done, task 1 held then cancelled): the stage fails with one line naming the job;
+- scancel half-way (the array submitted held, task 0 released and done, task 1 cancelled): the stage fails with one line naming the job;
   the resubmission (executor.skip_completed) runs only task 1 and gives the uninterrupted bytes.
 - The pretrain script `python -m stages.launch --sbatch` renders (torchrun, 2 processes, gloo): a first job
   is stopped after its step-4 checkpoint and scancelled; a second job, submitted with
@@ -85,12 +85,18 @@ def test_slurm_filter_array_gives_the_local_bytes(slurm, make_ctx, tmp_path):
 
 
 @needs_lid
-def test_slurm_scancel_mid_array_then_resubmission_resumes(slurm, make_ctx, tmp_path, monkeypatch):
+def test_slurm_scancel_mid_array_then_resubmission_resumes(slurm, make_ctx, tmp_path):
+    # A job name of its own: datatrove's merge-stats job of an earlier test carries the stage's name too and may
+    # still be in the queue (held, here).
     keys = slurm_keys(tasks=2, workers=1, skip_completed=True)
+    keys["slurm"]["job_name"] = f"lucie-cancel-{tmp_path.name}"
     local = run_filter(make_ctx, tmp_path / "local", tasks=2)
     root = tmp_path / "slurm"
     shutil.copytree(local / "data/raw", root / "data/raw")
-    ctx = make_ctx("filter", sample_overrides(**keys), root=root)
+    # The array is submitted held (`#SBATCH --hold` through executor.slurm.sbatch_args) and only task 0 is
+    # released, so the cancel always lands between the two tasks, however fast or slow the machine is.
+    held = {**keys, "slurm": {**keys["slurm"], "sbatch_args": {"hold": ""}}}
+    ctx = make_ctx("filter", sample_overrides(**held), root=root)
     failure: list[BaseException] = []
 
     def stage():
@@ -99,19 +105,15 @@ def test_slurm_scancel_mid_array_then_resubmission_resumes(slurm, make_ctx, tmp_
         except BaseException as err:  # noqa: BLE001: the test inspects it
             failure.append(err)
 
-    # The array is submitted held (sbatch reads SBATCH_HOLD) and only task 0 is released, so the cancel always
-    # lands between the two tasks, however fast task 0 runs.
-    monkeypatch.setenv("SBATCH_HOLD", "1")
     t = threading.Thread(target=stage)
     t.start()
     name = f"{ctx.params.executor.slurm.job_name}-filter"
-    job = wait_for(lambda: jobs_named(name), 60, "the array job in squeue")[0].split("_")[0]
-    # Task 1 held before task 0 is released (array throttle %1 keeps it pending meanwhile); `check` on the hold
-    # only: releasing an element that was never held is harmless.
-    subprocess.run(["scontrol", "hold", f"{job}_1"], check=True, capture_output=True)
-    subprocess.run(["scontrol", "release", f"{job}_0"], capture_output=True)
+    # datatrove submits the array, then a one-task merge-stats array that depends on it: the array is the first id
+    job = str(min(int(j.split("_")[0]) for j in wait_for(lambda: jobs_named(name), 60, "the array job in squeue")))
+    subprocess.run(["scontrol", "release", f"{job}_0"], check=True, capture_output=True)
     logs = root / "logs/datatrove/filter"
     wait_for(lambda: (logs / "completions/00000").exists(), 120, "task 0's completion")
+    assert job_state(f"{job}_1") == "PENDING"
     subprocess.run(["scancel", job], check=True)
     t.join(120)
     assert not t.is_alive()
@@ -122,8 +124,8 @@ def test_slurm_scancel_mid_array_then_resubmission_resumes(slurm, make_ctx, tmp_
     assert (staging / "task-00000" / executor.TASK_RESULT).exists() and not (staging / "task-00001").exists()
     assert not (root / "data/filtered").exists()
 
-    monkeypatch.delenv("SBATCH_HOLD")
-    filt.run(ctx)  # the resubmission: one array task, for rank 1 only
+    # the resubmission, not held (executor settings are not part of the work's fingerprint): rank 1 only
+    filt.run(make_ctx("filter", sample_overrides(**keys), root=root))
     assert io.read_json(logs / "ranks_to_run.json") == [1]
     assert "#SBATCH --array=0-0%1" in (logs / "launch_script.slurm").read_text()
     assert tree(root, *FILTER_OUT) == tree(local, *FILTER_OUT)
