@@ -79,6 +79,7 @@ def publish(release: Path = typer.Option(Path("release"), help="Release director
     from stages.core import files
     from stages import publish as pub
     from stages.core.params import ParamsError, load
+    from stages.lib import hub_client as hub
     from stages.core.runtime import params_path
 
     for name, value in (("--repo-model", repo_model), ("--repo-instruct", repo_instruct), ("--repo-dataset", repo_dataset)):
@@ -89,10 +90,10 @@ def publish(release: Path = typer.Option(Path("release"), help="Release director
     except ParamsError as err:
         raise typer.BadParameter(str(err))
     release = release if release.is_absolute() else root / release
-    token, source = pub.resolve_token()
+    token, source = hub.resolve_token()
 
     def fail(message: str, code: int = 1):
-        typer.echo(pub.redact(message, token), err=True)
+        typer.echo(hub.redact(message, token), err=True)
         raise typer.Exit(code)
 
     try:
@@ -103,18 +104,18 @@ def publish(release: Path = typer.Option(Path("release"), help="Release director
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", the_tag):
         raise typer.BadParameter(f"--tag {the_tag!r} is not a valid tag name")
     repo_plan = pub.repos(p, repo_model, repo_instruct, repo_dataset)
-    api = None if pub.offline() else pub.hub_api(endpoint, token)
-    where = pub.safe_endpoint(api.endpoint if api else endpoint or constants.ENDPOINT)
+    api = None if hub.offline() else hub.hub_api(endpoint, token)
+    where = hub.safe_endpoint(api.endpoint if api else endpoint or constants.ENDPOINT)
     the_plan = None
     if api is not None:
         try:
             the_plan = pub.plan(rel, repo_plan, the_tag, api)
-        except pub.hub_errors() as err:
-            reason = pub.redact(f"not compared: {type(err).__name__}: {err}", token)
+        except hub.hub_errors() as err:
+            reason = hub.redact(f"not compared: {type(err).__name__}: {err}", token)
             the_plan = pub.plan(rel, repo_plan, the_tag, None, reason.splitlines()[0])
     if the_plan is None:
         the_plan = pub.plan(rel, repo_plan, the_tag, None, "not compared: HF_HUB_OFFLINE is set")
-    typer.echo(pub.redact(format_plan(the_plan, rel, p.publish.require, where, source), token))
+    typer.echo(hub.redact(format_plan(the_plan, rel, p.publish.require, where, source), token))
     out = {"plan": the_plan, "pushed": None}
 
     def write_report():
@@ -151,11 +152,12 @@ def push_tracked(api, rel, the_plan: dict, p, token: str, root: Path) -> dict:
     """stages.publish.execute inside an MLflow run, so the published commits sit next to the stage runs."""
     from stages import publish as pub
     from stages.core import tracking
+    from stages.lib import hub_client as hub
 
     t = p.tracking
     trees = the_plan["trees"]
     with tracking.stage_run("publish-hub", root, t.uri, t.experiment, t.enabled, {"recipe": p.recipe}) as tracker:
-        tracker.params({"endpoint": pub.safe_endpoint(api.endpoint), "tag": the_plan["tag"], "private": p.publish.private,
+        tracker.params({"endpoint": hub.safe_endpoint(api.endpoint), "tag": the_plan["tag"], "private": p.publish.private,
                         "repos": sorted({x["repo_id"] for x in trees}), "revisions": [f"{x['repo_id']}@{x['revision']}" for x in trees]})
         result = pub.execute(api, rel, the_plan, p, token)
         tracker.metrics({"trees": len(result["trees"]), "files": sum(r["files"] for r in result["trees"]),

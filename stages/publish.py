@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stages.core import files
-from stages.lib.hub_client import (  # noqa: F401  (the stage's Hub vocabulary, also used by lucie publish)
-    LFS_MIN_SIZE, LFS_PATTERNS, git_blob_id, hub_api, hub_errors, offline, predicted_lfs, redact, remote_files,
-    remote_refs, resolve_token, safe_endpoint, unchanged)
+from stages.lib.hub_client import (hub_api, hub_errors, offline, predicted_lfs, redact, remote_files, remote_refs,
+                                   resolve_token, safe_endpoint, unchanged)
 from stages.core.runtime import StageContext, StageError, stage
 
 RELEASE = "release"

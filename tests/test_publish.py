@@ -10,6 +10,7 @@ import pytest
 from model_card import render
 from model_card.evidence import collect_release
 from stages import publish
+from stages.lib import hub_client
 from stages.core.files import sha256_file
 from stages.core.params import ParamsError
 
@@ -182,13 +183,13 @@ def test_the_lfs_prediction_follows_the_hub_rules(tmp_path):
     (tmp_path / "a.json").write_text("{}")
     (tmp_path / "b.json").write_bytes(b"\0\1binary")
     (tmp_path / "c.txt").write_bytes(b"x")
-    assert not publish.predicted_lfs("a.json", tmp_path / "a.json")
-    assert publish.predicted_lfs("b.json", tmp_path / "b.json")  # binary content
-    assert publish.predicted_lfs("w/model.safetensors", tmp_path / "c.txt")  # pattern on the file name
-    assert publish.predicted_lfs("code/src.tar.gz", tmp_path / "c.txt")
+    assert not hub_client.predicted_lfs("a.json", tmp_path / "a.json")
+    assert hub_client.predicted_lfs("b.json", tmp_path / "b.json")  # binary content
+    assert hub_client.predicted_lfs("w/model.safetensors", tmp_path / "c.txt")  # pattern on the file name
+    assert hub_client.predicted_lfs("code/src.tar.gz", tmp_path / "c.txt")
     with open(tmp_path / "big.txt", "wb") as f:
-        f.truncate(publish.LFS_MIN_SIZE)  # sparse; size alone decides
-    assert publish.predicted_lfs("big.txt", tmp_path / "big.txt")
+        f.truncate(hub_client.LFS_MIN_SIZE)  # sparse; size alone decides
+    assert hub_client.predicted_lfs("big.txt", tmp_path / "big.txt")
 
 
 def test_git_blob_id_is_gits(tmp_path):
@@ -196,7 +197,7 @@ def test_git_blob_id_is_gits(tmp_path):
 
     (tmp_path / "f").write_bytes(b"hello\n" * 1000)
     want = subprocess.run(["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True, check=True).stdout.strip()
-    assert publish.git_blob_id(tmp_path / "f") == want
+    assert hub_client.git_blob_id(tmp_path / "f") == want
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe garbage"])

@@ -18,6 +18,7 @@ import urllib.request
 import pytest
 
 from stages import publish
+from stages.lib import hub_client
 from test_publish import make_release
 
 pytest.importorskip("olah", reason="olah (test-only Hub mirror) is not installed")
@@ -43,14 +44,14 @@ def mirror(rel, mirrors) -> dict:
         if not repo.exists():
             repo.mkdir(parents=True)
             git(repo, "init", "-q")
-            (repo / ".gitattributes").write_text("".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in publish.LFS_PATTERNS))
+            (repo / ".gitattributes").write_text("".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in hub_client.LFS_PATTERNS))
             git(repo, "add", ".gitattributes")
             git(repo, "commit", "-qm", "initial commit")
         git(repo, "checkout", "-q", "-b", rev, "main") if rev else git(repo, "checkout", "-q", "main")
         for path, src in rel.files[key].items():
             dest = repo / path
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if publish.predicted_lfs(path, src):
+            if hub_client.predicted_lfs(path, src):
                 sha = rel.sha[src]
                 obj = repo / ".git/lfs/objects" / sha[:2] / sha[2:4] / sha
                 obj.parent.mkdir(parents=True, exist_ok=True)
