@@ -1,5 +1,5 @@
-"""MLflow around a stage (issue 16.9): the run of a SIGKILLed stage is marked KILLED at the next start, live
-and foreign runs are left alone; an unreachable tracking server is one line within seconds. Real MLflow (sqlite)."""
+"""MLflow around a stage (issue 16.9): the run of a SIGKILLed stage is marked KILLED at the next start, with its
+invocation's parent run once no child of it is alive; live and foreign runs are left alone; an unreachable tracking server is one line within seconds. Real MLflow (sqlite)."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from stages.core import tracking
-from stages.core.tracking_guard import TrackingUnreachable
+from stages.core.run_tree import ROLE_TAG
+from stages.core.tracking_guard import TrackingUnreachable, own_tags
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLED_STAGE = """
@@ -42,12 +43,23 @@ def test_the_run_of_a_killed_stage_is_marked_killed_at_the_next_start(tmp_path):
     # the stage's own run (the invocation's parent run, stages/core/run_tree.py, carries no process tags)
     (dead,) = [r for r in client.search_runs([exp]) if r.data.tags.get("lucie_host")]
     assert dead.info.status == "RUNNING"
+    parent = dead.data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).info.status == "RUNNING"
     # a run of another host and a run without our tags (older versions, the Prefect parent) stay as they are
     other = client.create_run(exp, tags={"lucie_host": "elsewhere", "lucie_pid": "1", "lucie_pid_start": "0"})
     legacy = client.create_run(exp)
+    # a parent with one dead child (pid 1 did not start at time 0) and one live child (this process) stays RUNNING
+    busy = client.create_run(exp, tags={ROLE_TAG: "pipeline"}).info.run_id
+    gone = client.create_run(exp, tags={"lucie_host": socket.gethostname(), "lucie_pid": "1", "lucie_pid_start": "0",
+                                        "mlflow.parentRunId": busy})
+    client.create_run(exp, tags={**own_tags(), "mlflow.parentRunId": busy})
     with tracking.stage_run("filter", tmp_path, uri, "exp", True, {}) as t:
         assert client.get_run(dead.info.run_id).info.status == "KILLED"
+        assert client.get_run(parent).info.status == "KILLED"  # the killed invocation's parent run, too
+        assert client.get_run(gone.info.run_id).info.status == "KILLED"
+        assert client.get_run(busy).info.status == "RUNNING"
         assert client.get_run(t.run_id).info.status == "RUNNING"  # our own, live, run is not touched
+        assert client.get_run(t.run_id).data.tags["mlflow.parentRunId"] != parent  # another invocation
     assert client.get_run(t.run_id).info.status == "FINISHED"
     assert client.get_run(other.info.run_id).info.status == "RUNNING"
     assert client.get_run(legacy.info.run_id).info.status == "RUNNING"

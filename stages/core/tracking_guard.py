@@ -6,8 +6,10 @@
 - A SIGKILLed stage cannot end its MLflow run, which stayed RUNNING forever. Every stage run is tagged
   with its host, pid and the pid's start time (`own_tags`); `reap_stale`, at the next stage start,
   marks KILLED every RUNNING run of this experiment from this host whose process is gone (or whose pid
-  now belongs to another process). Runs without these tags (older ones, the Prefect parent run) and
-  runs from other hosts are left alone.
+  now belongs to another process). Runs without these tags (older ones) and runs from other hosts are
+  left alone. The invocation's parent run (run_tree.py) is kept up to date only by its stage runs, so a
+  killed stage left it RUNNING too: once none of its children is still RUNNING it is marked KILLED as
+  well. (If that invocation goes on, e.g. a Prefect retry, its next stage marks it RUNNING again.)
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def reap_stale(client, experiment_id: str) -> list[str]:
     host = socket.gethostname()
     runs = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.lucie_host = '{host}'",
                               max_results=1000)
-    killed = []
+    killed, parents = [], set()
     for r in runs:
         pid = r.data.tags.get("lucie_pid", "")
         if not pid.isdigit() or int(pid) == os.getpid():
@@ -63,4 +65,19 @@ def reap_stale(client, experiment_id: str) -> list[str]:
         if _start_time(int(pid)) != r.data.tags.get("lucie_pid_start"):  # gone, or the pid was reused
             client.set_terminated(r.info.run_id, "KILLED")
             killed.append(r.info.run_id)
+            parents.add(r.data.tags.get("mlflow.parentRunId"))
+    for parent in sorted(parents - {None}):
+        _close_orphaned_parent(client, experiment_id, parent)
     return killed
+
+
+def _close_orphaned_parent(client, experiment_id: str, run_id: str) -> None:
+    from stages.core.run_tree import ROLE_TAG
+
+    run = client.get_run(run_id)
+    if run.info.status != "RUNNING" or run.data.tags.get(ROLE_TAG) != "pipeline":
+        return
+    live = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
+                                                             f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1)
+    if not live:
+        client.set_terminated(run_id, "KILLED")
