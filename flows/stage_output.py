@@ -2,18 +2,68 @@
 
 The flow runs DVC in process, and DVC starts the stage command as a child that inherits file
 descriptors 1 and 2, so capturing sys.stdout is not enough: for the duration of the block both
-descriptors point at a pipe, and a reader thread copies each line to the saved terminal and to
-`sink` (the Prefect run logger; see flows/pipeline.py). The reader runs in a copy of the caller's
-context, so Prefect's settings context is visible to the handler it logs through.
+descriptors point at a pipe, and a reader thread copies the output to the saved terminal and each
+line to `sink` (the Prefect run logger; see flows/pipeline.py). The reader runs in a copy of the
+caller's context, so Prefect's settings context is visible to the handler it logs through.
+
+On a terminal the pipe is a pseudo-terminal of the same size instead: the stages see a terminal, so
+their progress bars (runtime.progress) draw live, exactly as under a plain `dvc repro`, and the
+reader passes every chunk through as soon as it is read. The log gets what a reader wants there:
+each line's final text, colours stripped, and no bar frames (LogLines).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
+import re
 import sys
 import threading
 from typing import Callable, Iterator
+
+SGR = re.compile(rb"\x1b\[[0-9;]*m")                  # colours and styles: stripped from logged lines
+REDRAW = re.compile(rb"\x1b\[[0-9;?]*[A-HJKSTfhl]")   # cursor moves, erases, cursor show/hide
+UP = re.compile(rb"\x1b\[(\d*)A")                     # cursor up: the lines above are drawn again
+
+
+def _terminal_pair(terminal_fd: int) -> tuple[int, int]:
+    """A pty (master, slave) with the terminal's size, so widths are computed for the real screen."""
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(terminal_fd, termios.TIOCGWINSZ, b"\0" * 8))
+    return master, slave
+
+
+class LogLines:
+    """The lines a log keeps of terminal output: each line's last drawn text, uncoloured, and not the frames
+    of a live display that the program erased afterwards (rich: erase line, cursor up, draw again).
+
+    A line drawn with cursor or erase codes is held back until the next line shows whether it is moved
+    over (a frame: dropped) or stays (kept); plain lines pass at once."""
+
+    def __init__(self):
+        self.held: list[str] = []
+
+    def feed(self, raw: bytes) -> list[str]:
+        out = []
+        up = sum(int(n or 1) for n in UP.findall(raw))
+        if up:
+            del self.held[max(0, len(self.held) - up):]
+        out += self.held
+        self.held = []
+        redrawn = bool(REDRAW.search(raw))
+        text = REDRAW.split(raw)[-1] if redrawn else raw
+        text = SGR.sub(b"", text).rstrip(b"\r\n").rsplit(b"\r", 1)[-1].decode("utf-8", errors="replace")
+        (self.held if redrawn else out).append(text)
+        return out
+
+    def flush(self) -> list[str]:
+        out, self.held = self.held, []
+        return out
 
 
 @contextlib.contextmanager
@@ -22,18 +72,36 @@ def captured(sink: Callable[[str], None], echo: bool = True) -> Iterator[list[st
     lines: list[str] = []
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    read_fd, write_fd = os.pipe()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
+    tty = echo and os.isatty(saved[1])
+    read_fd, write_fd = _terminal_pair(saved[1]) if tty else os.pipe()
+
+    log = LogLines()
+
+    def keep(texts: list[str]) -> None:
+        for line in texts:
+            lines.append(line)
+            if line.strip():
+                sink(line)
 
     def pump() -> None:
-        with os.fdopen(read_fd, "rb") as pipe:
-            for raw in pipe:
-                if echo:
-                    os.write(saved[1], raw)
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                lines.append(line)
-                if line.strip():
-                    sink(line)
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(read_fd, 65536)
+            except OSError as err:  # a pty's master reads EIO once no writer is left: its end of file
+                if err.errno != errno.EIO:
+                    raise
+                chunk = b""
+            if not chunk:
+                break
+            if echo:
+                os.write(saved[1], chunk)
+            *done, pending = (pending + chunk).split(b"\n")
+            for raw in done:
+                keep(log.feed(raw))
+        keep((log.feed(pending) if pending else []) + log.flush())
+        os.close(read_fd)
 
     reader = threading.Thread(target=contextvars.copy_context().run, args=(pump,), name="stage-output",
                               daemon=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stages.core import files, tracking
@@ -115,7 +116,7 @@ def progress(items: Iterable[T], total: int | None, label: str) -> Iterator[T]:
         return
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*cols, console=console, transient=True) as bar:
-        task = bar.add_task(label, total=total)
+        task = bar.add_task(escape(label), total=total)  # "[filter] ..." is text, not a rich style tag
         for item in items:
             yield item
             bar.advance(task)
