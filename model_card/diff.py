@@ -10,8 +10,7 @@ are listed without judgement (e.g. verified -> claimed is a loss of evidence, co
 """
 from __future__ import annotations
 
-import json
-
+from . import untrusted
 from .licenses import is_open, spdx_id
 
 COLORS = {"red": 0, "orange": 1, "yellow": 2, "green": 3}
@@ -60,11 +59,11 @@ def compare(a: dict, b: dict) -> dict:
 
 
 def to_json(d: dict) -> str:
-    return json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return untrusted.json_text(d)
 
 
 def to_markdown(d: dict) -> str:
-    cell = lambda v: " ".join(str(v).split()).replace("|", "\\|")  # noqa: E731
+    cell = untrusted.md  # names and licences come from the cards: no HTML, escape, link or extra cell
     lines = [f"## Openness diff: {cell(d['a'])} → {cell(d['b'])}", ""]
     if not d["changes"]:
         return "\n".join(lines + ["No change in verdicts, parameters, components or licenses.", ""])

@@ -2,7 +2,6 @@
 (for a person, in a browser), SVG badge. The JSON contract is documented in docs/AUDIT.md."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -51,7 +50,7 @@ def audit(ev: Evidence, mot_record: dict | None = None) -> dict:
 
 
 def to_json(card: dict) -> str:
-    return json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return untrusted.json_text(card)
 
 
 def to_markdown(card: dict) -> str:

@@ -169,6 +169,34 @@ def test_markdown_and_terminal_output_carry_no_html_newline_or_escape(tmp_path):
     assert "\x1b" not in html and "<script" not in html
 
 
+def strings(obj):
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, list):
+        return [s for v in obj for s in strings(v)]
+    return [obj] if isinstance(obj, str) else []
+
+
+def test_json_and_diff_output_carry_no_raw_control_and_lose_nothing(tmp_path):
+    from model_card import diff
+
+    c1 = "x\x9b2J\u202egnp.exe\x85y"  # C1 CSI, a right-to-left override, C1 NEL
+    a = write_snapshot(tmp_path / "a", "license: apache-2.0", {"config.json": json.dumps(LLAMA_CONFIG)})
+    b = write_snapshot(tmp_path / "b", f"license: other\nlicense_name: {json.dumps(EVIL + c1)}",
+                       {"config.json": json.dumps(LLAMA_CONFIG)})
+    res = lucie_audit(b, "--format", "json")
+    assert res.returncode == 0, res.stderr
+    assert not re.search("[\x7f-\x9f\u202a-\u202e]", res.stdout) and "\x1b" not in res.stdout
+    assert any(EVIL + c1 in v for v in strings(json.loads(res.stdout)))  # escaped, not lost
+    d = diff.compare(render.audit(collect(a).evidence), render.audit(collect(b).evidence))
+    assert any(EVIL + c1 in str(c["b"]) for c in d["changes"]), d  # the value is in the diff, unchanged
+    assert json.loads(diff.to_json(d)) == json.loads(json.dumps(d))  # escaping is lossless
+    assert not re.search("[\x7f-\x9f\u202a-\u202e]", diff.to_json(d))
+    md = diff.to_markdown(d)
+    assert "<script" not in md and "\x1b" not in md and not re.search("[\x7f-\x9f\u202a-\u202e]", md)
+    assert "&lt;script&gt;" in md
+
+
 def test_error_lines_are_one_line_without_escapes(tmp_path):
     root = write_snapshot(tmp_path / "s", "license: [unclosed\n\x1b[2J: x", {})
     res = lucie_audit(root)
