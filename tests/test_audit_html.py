@@ -1,6 +1,7 @@
 """The standalone HTML card: self-contained and escaped (parsed here), and readable in a real browser
 (headless Chromium renders it: a screenshot that is a real, non-blank PNG in the verdict colours, and
-a DOM holding the verdict texts)."""
+a DOM holding the verdict texts). The Markdown card, rendered by a CommonMark renderer that passes HTML on,
+shows hostile metadata as text in the same browser."""
 from __future__ import annotations
 
 import io
@@ -134,3 +135,27 @@ def test_a_real_browser_renders_the_card(tmp_path, kind):
     for text in verdicts(card):
         assert text in dom, text
     assert "Evidence" in dom and "Model parameters (Final)" in dom
+
+
+def test_a_browser_shows_the_markdown_card_s_hostile_metadata_as_text(tmp_path):
+    """The Markdown card through a CommonMark renderer that passes raw HTML on (markdown-it-py, html=True, as
+    Hub-like pages do before any sanitizer), then Chromium: the card's script and onerror never run. The
+    control page, the same metadata put in raw, does run them: the check can see a script run."""
+    import json
+
+    from markdown_it import MarkdownIt
+
+    exe = chromium()
+    evil = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
+    root = write_snapshot(tmp_path / "s", f"license: other\nlicense_name: {json.dumps(evil)}",
+                          {"model.safetensors": b"w"})
+    md = render.to_markdown(card_of(root))
+    page = lambda body: f"<!doctype html><html><head><title>card</title></head><body>{body}</body></html>"  # noqa: E731
+    card, control = tmp_path / "card.html", tmp_path / "control.html"
+    card.write_text(page(MarkdownIt("commonmark", {"html": True}).enable("table").render(md)), encoding="utf-8")
+    control.write_text(page(evil), encoding="utf-8")
+
+    assert "<title>pwned</title>" in browse(exe, control, tmp_path, "--dump-dom").stdout
+    dom = browse(exe, card, tmp_path, "--dump-dom").stdout
+    assert "<title>card</title>" in dom and "<script" not in dom and "<img" not in dom
+    assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom  # shown, as text
