@@ -1,8 +1,8 @@
 """Sharded training on CPU with torch's own APIs (stages/lib/training/parallel.py), launched as users launch it
 (`python -m stages.launch --run`, torchrun over gloo): FSDP2 (2 processes), TP (2), HSDP (2 x 2 = 4 processes).
 
-- Same global batches as the 1-process run (accelerate, unsharded): losses within 1e-4 relative over 8 steps, and
-  the HF export gathered from the sharded state equals the unsharded export (float tolerance).
+- Same global batches as the 1-process run (accelerate, unsharded): losses and gradient norms within 1e-4 relative
+  over 8 steps, and the HF export gathered from the sharded state equals the unsharded export (float tolerance).
 - DCP checkpoints: killed after step 4 and resumed at the same world size, the losses and exported weights are
   bit-identical to the uninterrupted sharded run; resumed at another world size (2 -> 1 and 1 -> 2), the losses
   continue within 1e-4.
@@ -42,9 +42,9 @@ def launch(root, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-def losses(root) -> list[float]:
+def losses(root, column: str = "loss") -> list[float]:
     with open(root / "plots/pretrain_loss.csv", newline="") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
+        return [float(r[column]) for r in csv.DictReader(f)]
 
 
 def weights(root):
@@ -85,6 +85,9 @@ def test_each_layout_matches_the_unsharded_run(runs, layout):
     assert out["one"].returncode == 0, out["one"].stderr[-3000:]
     assert out[layout].returncode == 0, out[layout].stderr[-3000:]
     assert close(losses(roots[layout]), losses(roots["one"])), (losses(roots[layout]), losses(roots["one"]))
+    # the global gradient norm (clipped at 1.0, so it steers the update): TP sums it over layouts
+    norms = losses(roots[layout], "grad_norm"), losses(roots["one"], "grad_norm")
+    assert close(*norms) and max(norms[1]) > 1.0, norms
     a, b = weights(roots[layout]), weights(roots["one"])
     assert a.keys() == b.keys()
     for k in a:  # the export gathered from sharded state is the unsharded model

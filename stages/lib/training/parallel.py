@@ -18,7 +18,6 @@ at 1 or 4) plus the scheduler state; the HF export gathers the full state dict o
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 
 from stages.core.runtime import StageError
@@ -107,17 +106,22 @@ class Sharded:
         self._model = self._opt = self._sched = None
 
     # ------------------------------------------------------------ setup
-    def prepare(self, model, opt, sched):
-        """Parallelize the model, then rebuild the optimizer and schedule over its new (DTensor) parameters."""
+    def prepare(self, *objs):
+        """accelerate's call shape: the model is parallelized here; the optimizer and schedule, built by the caller
+        over the parallelized model's (DTensor) parameters, are only recorded for checkpoints."""
         import torch
 
-        model.to(self.device)
-        model = parallelize(model, self.mesh, self.pc, self.bf16)
-        accepted = inspect.signature(type(opt)).parameters  # defaults also hold derived keys the class does not take
-        opt = type(opt)(model.parameters(), **{k: v for k, v in opt.defaults.items() if k in accepted})
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, sched.lr_lambdas[0])
-        self._model, self._opt, self._sched = model, opt, sched
-        return model, opt, sched
+        out = []
+        for obj in objs:
+            if isinstance(obj, torch.nn.Module):
+                obj = parallelize(obj.to(self.device), self.mesh, self.pc, self.bf16)
+                self._model = obj
+            elif isinstance(obj, torch.optim.Optimizer):
+                self._opt = obj
+            else:
+                self._sched = obj
+            out.append(obj)
+        return out[0] if len(out) == 1 else tuple(out)
 
     def free_memory(self) -> None:
         self._model = self._opt = self._sched = None
@@ -139,8 +143,9 @@ class Sharded:
             yield
 
     def clip_grad_norm_(self, params, max_norm: float):
-        """torch's clip when every gradient is a DTensor of one mesh (FSDP2/HSDP); with TP, replicated parameters
-        keep plain gradients beside the sharded ones, so the global norm is summed per gradient."""
+        """torch's clip when every gradient is a DTensor of one mesh (FSDP2/HSDP). With TP, replicated parameters
+        keep plain gradients beside the sharded ones: the norm is taken per layout (mesh and placements), one
+        reduction each (two or three per step, not one per gradient), and the squares summed."""
         import torch
         from torch.distributed.tensor import DTensor
 
@@ -150,10 +155,14 @@ class Sharded:
         if len(meshes) == 1 and all(isinstance(g, DTensor) for g in grads):
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"), foreach=True)
             return norm.full_tensor() if isinstance(norm, DTensor) else norm
-        total_sq = torch.zeros((), dtype=torch.float32)
+        layouts: dict = {}
         for g in grads:
-            n = g.detach().float().norm()
-            total_sq += (n.full_tensor() if isinstance(n, DTensor) else n).cpu() ** 2
+            key = (g.device_mesh, tuple(g.placements)) if isinstance(g, DTensor) else None
+            layouts.setdefault(key, []).append(g.detach())
+        total_sq = torch.zeros((), dtype=torch.float32)
+        for same in layouts.values():
+            n = torch.nn.utils.get_total_norm(same, 2.0, foreach=True)
+            total_sq += (n.full_tensor() if isinstance(n, DTensor) else n).float().cpu() ** 2
         total = total_sq.sqrt()
         coef = float(max_norm / (total + 1e-6)) if max_norm else 1.0
         if coef < 1.0:

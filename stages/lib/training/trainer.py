@@ -155,10 +155,12 @@ class Trainer:
         if init_from is not None and res.path is None:
             load_weights(model, Path(init_from))  # weights only: the optimizer and schedule start fresh (--finetune)
         self.n_params = sum(t.numel() for t in model.parameters())
-        opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
+        # The model is prepared first and the optimizer built over the parameters it will step: FSDP2 and TP
+        # replace them with DTensors (parallel.Sharded), and accelerate's own FSDP wants this order too.
+        self.model = acc.prepare(model)
+        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
                                 weight_decay=hp.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(hp))
-        self.model, self.opt, self.sched = acc.prepare(model, opt, sched)
+        self.opt, self.sched = acc.prepare(opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(hp)))
         if res.path is not None:
             self.checkpointer.load(res.path)
         self.offset, _ = batch_plan(hp, res.step)
