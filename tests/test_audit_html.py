@@ -139,23 +139,29 @@ def test_a_real_browser_renders_the_card(tmp_path, kind):
 
 def test_a_browser_shows_the_markdown_card_s_hostile_metadata_as_text(tmp_path):
     """The Markdown card through a CommonMark renderer that passes raw HTML on (markdown-it-py, html=True, as
-    Hub-like pages do before any sanitizer), then Chromium: the card's script and onerror never run. The
-    control page, the same metadata put in raw, does run them: the check can see a script run."""
+    Hub-like pages do before any sanitizer), then Chromium: the script and onerror of a licence name (model
+    card) and of a MOT record's description never run. The control page, the same text put in raw, does run
+    them: the check can see a script run."""
     import json
 
     from markdown_it import MarkdownIt
 
     exe = chromium()
     evil = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
-    root = write_snapshot(tmp_path / "s", f"license: other\nlicense_name: {json.dumps(evil)}",
-                          {"model.safetensors": b"w"})
-    md = render.to_markdown(card_of(root))
+    snapshot = write_snapshot(tmp_path / "s", f"license: other\nlicense_name: {json.dumps(evil)}",
+                              {"model.safetensors": b"w"})
+    record = tmp_path / "evil.yml"
+    record.write_text(json.dumps({"framework": {"name": "Model Openness Framework"}, "release": {
+        "name": "m", "license": {}, "components": [{"name": "Model card", "description": evil}]}}))
     page = lambda body: f"<!doctype html><html><head><title>card</title></head><body>{body}</body></html>"  # noqa: E731
-    card, control = tmp_path / "card.html", tmp_path / "control.html"
-    card.write_text(page(MarkdownIt("commonmark", {"html": True}).enable("table").render(md)), encoding="utf-8")
+    control = tmp_path / "control.html"
     control.write_text(page(evil), encoding="utf-8")
-
     assert "<title>pwned</title>" in browse(exe, control, tmp_path, "--dump-dom").stdout
-    dom = browse(exe, card, tmp_path, "--dump-dom").stdout
-    assert "<title>card</title>" in dom and "<script" not in dom and "<img" not in dom
-    assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom  # shown, as text
+
+    for source in (snapshot, record):
+        md = render.to_markdown(card_of(source))
+        card = tmp_path / f"{source.name}.html"
+        card.write_text(page(MarkdownIt("commonmark", {"html": True}).enable("table").render(md)), encoding="utf-8")
+        dom = browse(exe, card, tmp_path, "--dump-dom").stdout
+        assert "<title>card</title>" in dom and "<script" not in dom and "<img" not in dom, source
+        assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom, source  # shown, as text
