@@ -27,6 +27,20 @@ def _offline_env(tmp_path_factory):
             os.environ[k] = v
 
 
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory):
+    """One full `dvc repro` of a fresh copy of the project, real DVC in a temp git repo (about two minutes on 2
+    cores). tests/test_pipeline_e2e.py checks it and then changes params in it; tests/test_release_repro.py
+    builds its own repo from this one's DVC cache and run cache, so the whole DAG runs once per session."""
+    from repo_copy import env, make_copy, run
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    root = make_copy(tmp / "repo")
+    e = env(tmp)
+    proc = run(["dvc", "repro"], root, e)
+    return {"root": root, "env": e, "first": proc, "tmp": tmp, "cache": root / ".dvc" / "cache"}
+
+
 @pytest.fixture
 def make_ctx(tmp_path):
     """Factory: make_ctx(name="stage", overrides={"filter.language.enabled": False}, root=None).

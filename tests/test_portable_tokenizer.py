@@ -24,12 +24,15 @@ PROBE = r"""
 import json, sys
 from transformers import AutoTokenizer
 import transformers
-conv = json.loads(sys.argv[2])
-t = AutoTokenizer.from_pretrained(sys.argv[1])
-print(json.dumps({"major": int(transformers.__version__.split(".")[0]), "max": t.model_max_length,
-                  "plain": t("Bonjour le chat")["input_ids"], "bos_id": t.bos_token_id, "eos": t.eos_token,
-                  "chat_text": t.apply_chat_template(conv, tokenize=False) if t.chat_template else None,
-                  "chat_ids": list(t.apply_chat_template(conv, tokenize=True, return_dict=False)) if t.chat_template else None}))
+conv = json.loads(sys.argv[1])
+out = {}
+for d in sys.argv[2:]:
+    t = AutoTokenizer.from_pretrained(d)
+    out[d] = {"major": int(transformers.__version__.split(".")[0]), "max": t.model_max_length,
+              "plain": t("Bonjour le chat")["input_ids"], "bos_id": t.bos_token_id, "eos": t.eos_token,
+              "chat_text": t.apply_chat_template(conv, tokenize=False) if t.chat_template else None,
+              "chat_ids": list(t.apply_chat_template(conv, tokenize=True, return_dict=False)) if t.chat_template else None}
+print(json.dumps(out))
 """
 
 
@@ -48,11 +51,14 @@ def trees(tmp_path_factory):
     return {"model": base, "instruct": instruct}
 
 
-def probe(python: str, d: Path) -> dict:
-    proc = subprocess.run([python, "-c", PROBE, str(d), json.dumps(CONV)], capture_output=True, text=True,
-                          env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+def probe(python: str, trees: dict[str, Path]) -> dict[str, dict]:
+    """What `python`'s transformers loads from each tree, all in one fresh interpreter (no state carried over
+    from this one)."""
+    proc = subprocess.run([python, "-c", PROBE, json.dumps(CONV), *map(str, trees.values())], capture_output=True,
+                          text=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {key: got[str(d)] for key, d in trees.items()}
 
 
 def test_as_transformers_5_writes_it_4x_cannot_load(trees):
@@ -63,13 +69,15 @@ def test_as_transformers_5_writes_it_4x_cannot_load(trees):
 
 
 def test_made_portable_loads_the_same_with_the_context_length(trees, tmp_path):
-    for key, d in trees.items():
-        before = probe(sys.executable, d)
+    befores = probe(sys.executable, trees)
+    for d in trees.values():
         pt.make_portable(d)
+    afters = probe(sys.executable, trees)
+    for key, d in trees.items():
+        before, after = befores[key], afters[key]
         assert pt.problems(d) == []
         cfg = json.loads((d / pt.CONFIG).read_text())
         assert (cfg["tokenizer_class"], cfg["model_max_length"]) == ("PreTrainedTokenizerFast", 256)
-        after = probe(sys.executable, d)
         assert after["max"] == 256 and {**after, "max": None} == {**before, "max": None}, key
         # both tokenizers add <s> to plain text; a chat starts with exactly one <s> (the template writes it)
         assert after["plain"][0] == after["bos_id"]
@@ -90,9 +98,10 @@ def test_context_length_must_be_in_config(trees, tmp_path):
 @pytest.mark.skipif(not os.environ.get("LUCIE_TRANSFORMERS4_PYTHON"),
                     reason="set LUCIE_TRANSFORMERS4_PYTHON to a Python with transformers 4.4x + jinja2")
 def test_transformers_4_loads_released_tokenizers_like_5(trees):
-    old = os.environ["LUCIE_TRANSFORMERS4_PYTHON"]
-    for key, d in trees.items():
+    for d in trees.values():
         pt.make_portable(d)
-        v4, v5 = probe(old, d), probe(sys.executable, d)
+    fours, fives = probe(os.environ["LUCIE_TRANSFORMERS4_PYTHON"], trees), probe(sys.executable, trees)
+    for key in trees:
+        v4, v5 = fours[key], fives[key]
         assert v4["major"] == 4 and v5["major"] == 5
         assert {**v4, "major": 0} == {**v5, "major": 0}, key

@@ -2,10 +2,11 @@
 
 As a user would: build everything, commit the lock (a lock-only commit: dvc.lock, metrics/, plots/), clone,
 restore the upstream outputs from the DVC cache, rebuild release and publish for real (no run cache), and
-find `git status --porcelain` empty with dvc.lock, metrics/*.json and plots/ byte-identical. About one full
-`dvc repro` (3 minutes on 2 cores) plus the release twice. LUCIE_TEST_DVC_CACHE=DIR shares an existing DVC
-cache (e.g. a worktree's after `dvc repro`) with the first build, whose stages may then be restored from DVC's
-run cache; the clone's release and publish always run (--no-run-cache).
+find `git status --porcelain` empty with dvc.lock, metrics/*.json and plots/ byte-identical. The first build
+shares the DVC cache of the session's full `dvc repro` (conftest.reproduced, checked against the committed lock
+by tests/test_pipeline_e2e.py), so its stages are restored from DVC's run cache where DVC can; the clone's
+release and publish always run (--no-run-cache). LUCIE_TEST_DVC_CACHE=DIR uses another cache instead (e.g. a
+worktree's after `dvc repro`).
 """
 from __future__ import annotations
 
@@ -35,12 +36,12 @@ def rebuild(clone: Path, e: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, reproduced):
     tmp = tmp_path_factory.mktemp("release-repro")
     root = make_copy(tmp / "repo")
     e = env(tmp)
-    if os.environ.get("LUCIE_TEST_DVC_CACHE"):
-        run(["dvc", "cache", "dir", "--local", os.environ["LUCIE_TEST_DVC_CACHE"]], root, e)
+    cache = os.environ.get("LUCIE_TEST_DVC_CACHE") or str(reproduced["cache"])
+    run(["dvc", "cache", "dir", "--local", cache], root, e)
     run(["dvc", "repro"], root, e)
     before = code_tree.describe(root)
     run([*GIT, "add", "-A"], root, e)
@@ -49,7 +50,6 @@ def built(tmp_path_factory):
     clone = tmp / "clone"
     run(["git", "clone", "-q", str(root), str(clone)], tmp, e)
     copy_inputs(PROJECT, clone, plan(clone)[1])  # assets/lid (make setup's download, not in git)
-    cache = os.environ.get("LUCIE_TEST_DVC_CACHE") or str(root / ".dvc" / "cache")
     run(["dvc", "cache", "dir", "--local", cache], clone, e)
     run(["dvc", "checkout", *UPSTREAM], clone, e)  # upstream outputs as committed; release is rebuilt below
     proc = rebuild(clone, e)
