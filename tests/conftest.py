@@ -77,3 +77,12 @@ def _fresh_accelerate_state():
 
     if "accelerate.state" in sys.modules:
         sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_invocation_env(monkeypatch):
+    """The MLflow invocation ids a flow sets in os.environ (flows/pipeline.py: the Prefect flow sets
+    LUCIE_PIPELINE_RUN for its stages) are unset for every test and restored after it: a flow run in one test
+    must not make another test's stage runs part of its invocation."""
+    for k in ("LUCIE_PIPELINE_RUN", "LUCIE_PARENT_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
