@@ -163,15 +163,22 @@ def pipeline_flow(root: str, order: list[str]):
 
     # The stage runs' MLflow parent is created by the first stage that runs, keyed by this id
     # (stages/core/run_tree.py): nothing ran, no run; the parent is tagged with the flow run's id.
+    saved = os.environ.get("LUCIE_PIPELINE_RUN")
     os.environ["LUCIE_PIPELINE_RUN"] = f"prefect-{flow_run.id}"
     results = []
-    for name in order:
-        state = run_stage(name, root, return_state=True)
-        if not state.is_completed():
-            err = state.result(raise_on_failure=False)
-            failure = err if isinstance(err, StageFailed) else StageFailed(name, None, str(err))
-            return Failed(message=str(failure), data=PipelineFailed(results, failure))
-        results.append(state.result())
+    try:
+        for name in order:
+            state = run_stage(name, root, return_state=True)
+            if not state.is_completed():
+                err = state.result(raise_on_failure=False)
+                failure = err if isinstance(err, StageFailed) else StageFailed(name, None, str(err))
+                return Failed(message=str(failure), data=PipelineFailed(results, failure))
+            results.append(state.result())
+    finally:  # the id is this flow run's only: the process may go on (tests, a notebook) with other work
+        if saved is None:
+            os.environ.pop("LUCIE_PIPELINE_RUN", None)
+        else:
+            os.environ["LUCIE_PIPELINE_RUN"] = saved
     return Completed(message=", ".join(f"{r['stage']} {r['status']}" for r in results), data=results)
 
 

@@ -82,7 +82,11 @@ def _fresh_accelerate_state():
 @pytest.fixture(autouse=True)
 def _no_invocation_env(monkeypatch):
     """The MLflow invocation ids a flow sets in os.environ (flows/pipeline.py: the Prefect flow sets
-    LUCIE_PIPELINE_RUN for its stages) are unset for every test and restored after it: a flow run in one test
-    must not make another test's stage runs part of its invocation."""
-    for k in ("LUCIE_PIPELINE_RUN", "LUCIE_PARENT_RUN_ID"):
+    LUCIE_PIPELINE_RUN for its stages, and restores it) are unset around every test: a flow run in one test
+    must never make another test's stage runs part of its invocation."""
+    keys = ("LUCIE_PIPELINE_RUN", "LUCIE_PARENT_RUN_ID")
+    for k in keys:
         monkeypatch.delenv(k, raising=False)
+    yield
+    for k in keys:  # set during the test (monkeypatch restores only what was there before)
+        os.environ.pop(k, None)

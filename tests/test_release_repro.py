@@ -36,11 +36,11 @@ def rebuild(clone: Path, e: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, reproduced):
+def built(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("release-repro")
     root = make_copy(tmp / "repo")
     e = env(tmp)
-    cache = os.environ.get("LUCIE_TEST_DVC_CACHE") or str(reproduced["cache"])
+    cache = os.environ.get("LUCIE_TEST_DVC_CACHE") or str(request.getfixturevalue("reproduced")["cache"])
     run(["dvc", "cache", "dir", "--local", cache], root, e)
     run(["dvc", "repro"], root, e)
     before = code_tree.describe(root)

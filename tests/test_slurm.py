@@ -130,6 +130,7 @@ def test_slurm_scancel_mid_array_then_resubmission_resumes(slurm, make_ctx, tmp_
     assert "#SBATCH --array=0-0%1" in (logs / "launch_script.slurm").read_text()
     assert tree(root, *FILTER_OUT) == tree(local, *FILTER_OUT)
     assert not in_queue(job) and "CANCELLED" in job_state(f"{job}_1")
+    subprocess.run(["scancel", "-n", name], check=True)  # the first run's merge-stats job, held for good
 
 
 # ---------------------------------------------------------------- training: the rendered sbatch script

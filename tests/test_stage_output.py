@@ -84,3 +84,35 @@ def test_log_lines_drop_frames_moved_over_and_keep_the_rest():
                 b"\x1b[2Klast"):                                              # held until the end, then kept
         got += log.feed(raw)
     assert got == ["done", "100%"] and log.flush() == ["last"] and log.flush() == []
+
+
+def test_a_long_unfinished_line_is_compacted_to_what_the_log_reads():
+    from flows.stage_output import LogLines, compact
+
+    frames = b"".join(b"\r\x1b[2K rows %d/20000" % i for i in range(20000))
+    for line in (b"\x1b[1A" + frames + b"\r\x1b[2K rows done", b"a\r50%\r100%", b"\x1b[31mred\x1b[0m", b"no return"):
+        small = compact(bytearray(line))
+        assert len(small) < 64 or small == line
+        a, b = LogLines(), LogLines()
+        a.held, b.held = ["x", "y"], ["x", "y"]  # lines held above: the cursor-up count must survive compaction
+        assert (a.feed(line), a.flush()) == (b.feed(bytes(small)), b.flush()), line[:40]
+
+
+def test_bars_without_newlines_and_a_failing_log_handler_neither_lose_nor_block(capfd):
+    """200,000 redraws with no newline (a long bar), then 5,000 lines into a log handler that fails: the block
+    ends, every line is still listed, and the terminal is told once that the log stopped."""
+    from flows.stage_output import captured
+
+    code = ("import sys\nfor i in range(200000): sys.stdout.write('\\r%d%%' % (i % 100))\n"
+            "sys.stdout.write('\\rdone\\n')\nfor i in range(5000): print('line', i)\n")
+    calls = []
+
+    def sink(line):
+        calls.append(line)
+        raise ConnectionError("the API is gone")
+
+    with captured(sink) as lines:
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert lines[0] == "done" and lines[-1] == "line 4999" and len(lines) == 5001
+    assert calls == ["done"]  # stopped after its first failure
+    assert "the log handler failed (ConnectionError: the API is gone)" in capfd.readouterr().err

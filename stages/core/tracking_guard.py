@@ -9,7 +9,10 @@
   now belongs to another process). Runs without these tags (older ones) and runs from other hosts are
   left alone. The invocation's parent run (run_tree.py) is kept up to date only by its stage runs, so a
   killed stage left it RUNNING too: once none of its children is still RUNNING it is marked KILLED as
-  well. (If that invocation goes on, e.g. a Prefect retry, its next stage marks it RUNNING again.)
+  well. (If that invocation goes on, e.g. a Prefect retry, its next stage marks it RUNNING again. Two
+  stages of one invocation never run at once, so the one window left, a stage of that invocation
+  starting between the reaper's check and its update, only shows the parent KILLED until that stage
+  ends and sets its final status.)
 """
 from __future__ import annotations
 

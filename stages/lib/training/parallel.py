@@ -108,7 +108,8 @@ class Sharded:
     # ------------------------------------------------------------ setup
     def prepare(self, *objs):
         """accelerate's call shape: the model is parallelized here; the optimizer and schedule, built by the caller
-        over the parallelized model's (DTensor) parameters, are only recorded for checkpoints."""
+        over the parallelized model's (DTensor) parameters, are only recorded for checkpoints; anything else is
+        returned as it is."""
         import torch
 
         out = []
@@ -118,7 +119,7 @@ class Sharded:
                 self._model = obj
             elif isinstance(obj, torch.optim.Optimizer):
                 self._opt = obj
-            else:
+            elif isinstance(obj, torch.optim.lr_scheduler.LRScheduler):
                 self._sched = obj
             out.append(obj)
         return out[0] if len(out) == 1 else tuple(out)

@@ -156,7 +156,7 @@ class Trainer:
             load_weights(model, Path(init_from))  # weights only: the optimizer and schedule start fresh (--finetune)
         self.n_params = sum(t.numel() for t in model.parameters())
         # The model is prepared first and the optimizer built over the parameters it will step: FSDP2 and TP
-        # replace them with DTensors (parallel.Sharded), and accelerate's own FSDP wants this order too.
+        # (parallel.Sharded) replace them with DTensors; accelerate's DDP keeps them (same bytes either way).
         self.model = acc.prepare(model)
         opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
                                 weight_decay=hp.weight_decay)
