@@ -121,6 +121,9 @@ def test_release_paper_gives_mof_class_1_and_signed_release_verifies(built, tmp_
     paper = mof_component(c, "Research paper")
     assert c["mof"]["class"] == 1, c["mof"]
     assert paper["verified"] and paper["license"] == "CC-BY-4.0" and paper["location"] == "paper/paper.pdf"
+    # OSAI index (issue 13.4): >= 0.90 with a paper, 11 of 12 open; peer review stays closed (no venue is named)
+    osai = c["osai_index"]
+    assert osai["score"] >= 0.90 and [k for k, v in osai["parameters"].items() if v["level"] != "open"] == ["paper"], osai
     audit = run(["lucie", "audit", "release", "--format", "json", "--require", "mof-class=1"], clone, e)
     assert json.loads(audit.stdout)["mof"]["class"] == 1
     model_repo = clone / "published" / "models" / "lucie-repro" / "lucie-repro-tiny"
