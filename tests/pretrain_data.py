@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,12 +80,6 @@ def write_tokens(out: Path, docs: list[dict], tok, seq_len: int) -> None:
 def sample_docs(lang: str) -> list[dict]:
     return [{"id": f"{lang}-{i}", "text": json.loads(line)["text"]}
             for i, line in enumerate((PROJECT / f"data/sample/text/{lang}.jsonl").read_text().splitlines())]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_env(root: Path, **extra) -> dict:

@@ -2,23 +2,14 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
 
 import pytest
 
+from flows.server import free_port, stop_group, wait_healthy
 from repo_copy import BIN, env, make_copy, run
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -32,21 +23,10 @@ def mlflow_server(tmp_path):
         env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=1).read().strip() == b"OK":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not become healthy in 60 s")
+        wait_healthy(url, proc, timeout=60, what="mlflow server")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server forks workers: stop the whole group
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, grace=15)  # the server forks workers: the whole group
 
 
 def test_stage_run_lands_on_the_server(tmp_path, mlflow_server):

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from pretrain_data import child_env, free_port, make_repo, write_params
+from flows.server import free_port
+from pretrain_data import child_env, make_repo, write_params
 from stages import launch
 from stages.core.params import load
 

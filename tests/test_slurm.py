@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from cluster_fixtures import start_slurm, stop_slurm, venv_path_line
-from pretrain_data import child_env, free_port, losses, make_repo
+from flows.server import free_port
+from pretrain_data import child_env, losses, make_repo
 from stages import filter as filt
 from stages.core import executor, files as io
 from stages.core.slurm_jobs import in_queue, job_state, wait_for_job
