@@ -231,8 +231,6 @@ from lucie import publish_cmd  # noqa: E402  (`lucie publish`: plan by default, 
 
 app.command("publish")(publish_cmd.publish)
 
-if __name__ == "__main__":
-    app()
 
 
 @app.command("verify-release")
@@ -253,3 +251,6 @@ def verify_release(release: Path = typer.Argument(..., help="A release directory
         raise typer.Exit(1)
     typer.echo(f"verified {release}: signature, {res['files']} files, code tree {str(res['code_tree'])[:12]}, "
                f"{res['stages']} upstream stage outputs, verification {res['verification']}")
+
+if __name__ == "__main__":
+    app()

@@ -133,13 +133,13 @@ def archive(root: Path, items: list[Entry], prefix: str) -> bytes:
     return out.getvalue()
 
 
-def dirty(root: Path) -> list[str]:
+def dirty(root: Path, items: list | None = None) -> list[str]:
     """Code paths whose working copy differs from HEAD: tracked files modified, staged or deleted, and
     untracked (not ignored) files inside a top-level directory of the code tree (stages/new.py). An untracked
     new top-level entry is not code the release depends on: e.g. `.release.tmp-*`, the stage's own temp
     directory (stages/core/files.atomic_dir), exists while this runs."""
     out = git(root, "status", "--porcelain", "-z", "--untracked-files=all", "--", *PATHSPEC).decode()
-    code_dirs = {e.path.split("/", 1)[0] for e in entries(root) if "/" in e.path}
+    code_dirs = {e.path.split("/", 1)[0] for e in (entries(root) if items is None else items) if "/" in e.path}
     paths = set()
     for rec in out.split("\0"):
         if len(rec) > 3 and rec[2] == " ":
@@ -172,7 +172,7 @@ def describe(root: Path) -> CodeTree:
     items = entries(root)
     changed_in, date = last_change(root)
     head = git(root, "rev-parse", "HEAD").decode().strip()
-    return CodeTree(tree_id(items), date, len(items), dirty(root), head, changed_in)
+    return CodeTree(tree_id(items), date, len(items), dirty(root, items), head, changed_in)
 
 
 def write_archive(root: Path, out_dir: Path, name: str) -> tuple[CodeTree, str]:

@@ -43,9 +43,8 @@ def problems(model_dir: Path) -> list[str]:
     out = []
     if cfg.get("tokenizer_class") != CLASS:
         out.append(f"{cfg_path}: tokenizer_class {cfg.get('tokenizer_class')!r}, not {CLASS!r} (4.x knows no TokenizersBackend)")
-    if cfg.get("model_max_length") != context_length(model_dir):
-        out.append(f"{cfg_path}: model_max_length {cfg.get('model_max_length')!r}, not the context length "
-                   f"{context_length(model_dir)}")
+    if cfg.get("model_max_length") != (n := context_length(model_dir)):
+        out.append(f"{cfg_path}: model_max_length {cfg.get('model_max_length')!r}, not the context length {n}")
     extra = cfg.get("extra_special_tokens")
     if extra is not None and not isinstance(extra, dict):
         out.append(f"{cfg_path}: extra_special_tokens is a {type(extra).__name__}; 4.x reads a dict")

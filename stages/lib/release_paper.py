@@ -8,10 +8,10 @@ and a clone rebuilds the same release. It lands in release/paper/paper.pdf, wher
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
+
+from stages.core import files
 
 from .code_tree import entries
 
@@ -36,7 +36,6 @@ def add_paper(root: Path, paper, out: Path) -> dict | None:
         raise PaperError(f"params.yaml release.paper.path: {paper.path} is not a PDF (no %PDF- header)")
     (out / OUT).mkdir()
     shutil.copyfile(src, out / OUT / "paper.pdf")
-    record = {"source": paper.path, "license": paper.license,
-              "sha256": hashlib.sha256((out / OUT / "paper.pdf").read_bytes()).hexdigest()}
-    (out / OUT / "paper.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    record = {"source": paper.path, "license": paper.license, "sha256": files.sha256_file(out / OUT / "paper.pdf")}
+    files.write_json(out / OUT / "paper.json", record)
     return record
