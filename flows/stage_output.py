@@ -29,6 +29,10 @@ REDRAW = re.compile(rb"\x1b\[[0-9;?]*[A-HJKSTfhl]")   # cursor moves, erases, cu
 UP = re.compile(rb"\x1b\[(\d*)A")                     # cursor up: the lines above are drawn again
 
 
+def _ups(raw: bytes) -> int:
+    return sum(int(n or 1) for n in UP.findall(raw))
+
+
 def _terminal_pair(terminal_fd: int) -> tuple[int, int]:
     """A pty (master, slave) with the terminal's size, so widths are computed for the real screen."""
     import fcntl
@@ -52,13 +56,13 @@ class LogLines:
 
     def feed(self, raw: bytes) -> list[str]:
         out = []
-        up = sum(int(n or 1) for n in UP.findall(raw))
+        up = _ups(raw)
         if up:
             del self.held[max(0, len(self.held) - up):]
         out += self.held
         self.held = []
-        redrawn = bool(REDRAW.search(raw))
-        text = REDRAW.split(raw)[-1] if redrawn else raw
+        parts = REDRAW.split(raw)
+        redrawn, text = len(parts) > 1, parts[-1]
         text = SGR.sub(b"", text).rstrip(b"\r\n").rsplit(b"\r", 1)[-1].decode("utf-8", errors="replace")
         (self.held if redrawn else out).append(text)
         return out
@@ -79,7 +83,7 @@ def compact(pending: bytearray) -> bytearray:
     if cut <= 0:
         return pending
     head = bytes(pending[:cut])
-    up = sum(int(n or 1) for n in UP.findall(head))
+    up = _ups(head)
     marks = (b"\x1b[%dA" % up if up else b"") + (b"\x1b[K" if REDRAW.search(head) else b"")
     return bytearray(marks + pending[cut:])
 
@@ -122,7 +126,7 @@ def captured(sink: Callable[[str], None], echo: bool = True) -> Iterator[list[st
                 if echo and not stopped.is_set():
                     os.write(saved[1], chunk)
                 if b"\n" in chunk:  # split only when a line ends: a bar's redraws append in linear time
-                    *done, rest = bytes(pending + chunk).split(b"\n")
+                    *done, rest = (bytes(pending) + chunk).split(b"\n")
                     for raw in done:
                         keep(log.feed(raw))
                     pending, limit = bytearray(rest), LONG

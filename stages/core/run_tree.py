@@ -48,3 +48,14 @@ def parent_run(client, exp_id: str, invocation: str, tags: dict) -> str:
 
 def close_parent(client, run_id: str, failed: bool) -> None:
     client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def close_orphaned_parent(client, exp_id: str, run_id: str) -> None:
+    """A parent run left RUNNING by a killed stage (tracking_guard.reap_stale): KILLED once no child is RUNNING."""
+    run = client.get_run(run_id)
+    if run.info.status != "RUNNING" or run.data.tags.get(ROLE_TAG) != "pipeline":
+        return
+    live = client.search_runs([exp_id], filter_string=f"attributes.status = 'RUNNING' and "
+                                                      f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1)
+    if not live:
+        client.set_terminated(run_id, "KILLED")

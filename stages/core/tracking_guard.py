@@ -20,6 +20,8 @@ import os
 import socket
 from urllib.parse import urlparse
 
+from stages.core import run_tree
+
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -70,17 +72,5 @@ def reap_stale(client, experiment_id: str) -> list[str]:
             killed.append(r.info.run_id)
             parents.add(r.data.tags.get("mlflow.parentRunId"))
     for parent in sorted(parents - {None}):
-        _close_orphaned_parent(client, experiment_id, parent)
+        run_tree.close_orphaned_parent(client, experiment_id, parent)
     return killed
-
-
-def _close_orphaned_parent(client, experiment_id: str, run_id: str) -> None:
-    from stages.core.run_tree import ROLE_TAG
-
-    run = client.get_run(run_id)
-    if run.info.status != "RUNNING" or run.data.tags.get(ROLE_TAG) != "pipeline":
-        return
-    live = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
-                                                             f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1)
-    if not live:
-        client.set_terminated(run_id, "KILLED")
